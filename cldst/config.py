@@ -1,0 +1,178 @@
+"""RunConfig: every knob of one task-incremental DST run, its defaults and validation.
+
+Fields left as None take the benchmark's default (the reference's cifar100.py defaults for
+CIFAR, miniImageNet100.py's for miniImageNet, small settings for digits/synthetic), so
+`cldst train --dataset miniImageNet` behaves like the reference's miniImageNet script.
+`resolve()` fills them in; the resolved config is what gets saved with every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+
+BENCHMARK_CLASSES = {"cifar10": 10, "cifar100": 100, "miniimagenet": 100, "digits": 10, "synthetic": 10}
+NETS = ("resnet18", "mobilenetv2", "vgg16", "lenet5", "mlp")
+SPARSE_INITS = ("uniform", "ERK")
+PRUNES = ("magnitude", "SET", "Taylor_FO")
+GROWTHS = ("random", "unfired", "momentum", "gradient")
+OPTIMIZERS = ("adam", "sgd")
+EVAL_HEADS = ("task", "all")
+PRECISIONS = ("bf16", "fp32")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Other spellings users type (the reference's README and code disagree), lower-cased.
+ALIASES = {
+    "benchmark": {"miniimagenet100": "miniimagenet", "mini-imagenet": "miniimagenet"},
+    "growth": {"random_unfired": "unfired"},
+    "prune": {"set": "SET", "taylor_fo": "Taylor_FO", "taylor-fo": "Taylor_FO"},
+    "sparse_init": {"erk": "ERK"},
+}
+
+BENCHMARK_DEFAULTS = {
+    "cifar100": dict(net="mobilenetv2", num_tasks=10, classes_per_task=10, epochs=20, batch_size=64,
+                     density=0.2, update_frequency=400),
+    "cifar10": dict(net="mobilenetv2", num_tasks=5, classes_per_task=2, epochs=20, batch_size=64,
+                    density=0.2, update_frequency=400),
+    "miniimagenet": dict(net="resnet18", num_tasks=10, classes_per_task=10, epochs=100, batch_size=128,
+                         density=0.1, update_frequency=50),
+    "digits": dict(net="mlp", num_tasks=5, classes_per_task=2, epochs=3, batch_size=64,
+                   density=0.2, update_frequency=10),
+    "synthetic": dict(net="mlp", num_tasks=5, classes_per_task=2, epochs=2, batch_size=32,
+                      density=0.2, update_frequency=5),
+}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    benchmark: str = "cifar100"
+    net: str | None = None
+    num_classes: int | None = None
+    num_tasks: int | None = None
+    classes_per_task: int | None = None
+    class_order_seed: int | None = None  # None: classes in label order (the reference's); else a seeded permutation
+    sparse_init: str = "uniform"
+    prune: str = "magnitude"
+    growth: str = "random"
+    density: float | None = None
+    death_rate: float = 0.5
+    update_frequency: int | None = None
+    isolate: bool = True
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    eval_batch_size: int = 128  # the reference's test loader; BatchNorm uses batch statistics at test time
+    keep_best_epoch: bool = True  # the reference keeps the epoch with the best training accuracy
+    eval_head: str = "task"
+    precision: str = "bf16"  # CUDA only; CPU always runs fp32
+    device: str = "auto"
+    seed: int = 0
+
+    def resolve(self) -> RunConfig:
+        """Canonical names, benchmark defaults filled in, then validated."""
+        canon = {name: _canonical(name, getattr(self, name)) for name in ALIASES}
+        cfg = dataclasses.replace(self, **canon)
+        _check_choice("benchmark", cfg.benchmark, tuple(BENCHMARK_CLASSES))
+        if cfg.num_classes is None:
+            cfg = dataclasses.replace(cfg, num_classes=BENCHMARK_CLASSES[cfg.benchmark])
+        cfg = _derive_split(cfg)
+        filled = {k: v for k, v in BENCHMARK_DEFAULTS[cfg.benchmark].items() if getattr(cfg, k) is None}
+        cfg = dataclasses.replace(cfg, **filled)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        _check_choice("benchmark", self.benchmark, tuple(BENCHMARK_CLASSES))
+        _check_choice("net", self.net, NETS)
+        _check_choice("sparse_init", self.sparse_init, SPARSE_INITS)
+        _check_choice("prune", self.prune, PRUNES)
+        _check_choice("growth", self.growth, GROWTHS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("eval_head", self.eval_head, EVAL_HEADS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("device", self.device, DEVICES)
+        for name in ("num_classes", "num_tasks", "classes_per_task", "epochs", "batch_size",
+                     "eval_batch_size", "update_frequency"):
+            _check_int(name, getattr(self, name), low=1)
+        _check_int("seed", self.seed, low=0)
+        if self.class_order_seed is not None:
+            _check_int("class_order_seed", self.class_order_seed, low=0)
+        _check_float("density", self.density, 0.0, 1.0, low_open=True)
+        _check_float("death_rate", self.death_rate, 0.0, 1.0)
+        _check_float("lr", self.lr, 0.0, math.inf, low_open=True)
+        _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
+        for name in ("isolate", "keep_best_epoch"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.num_classes != self.num_tasks * self.classes_per_task:
+            raise ConfigError(
+                f"num_classes: {self.num_classes} != num_tasks ({self.num_tasks}) x classes_per_task "
+                f"({self.classes_per_task}) = {self.num_tasks * self.classes_per_task}")
+        available = BENCHMARK_CLASSES[self.benchmark]
+        if self.num_classes > available:
+            raise ConfigError(f"num_classes: {self.num_classes} but benchmark {self.benchmark} has only {available} classes")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunConfig:
+        """Build from a dict (a Tune config, a checkpoint); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+def _derive_split(cfg: RunConfig) -> RunConfig:
+    """Given one of num_tasks / classes_per_task, the other follows from num_classes."""
+    tasks, per_task, classes = cfg.num_tasks, cfg.classes_per_task, cfg.num_classes
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        return cfg
+    if tasks is None and isinstance(per_task, int) and per_task > 0 and classes % per_task == 0:
+        return dataclasses.replace(cfg, num_tasks=classes // per_task)
+    if per_task is None and isinstance(tasks, int) and tasks > 0 and classes % tasks == 0:
+        return dataclasses.replace(cfg, classes_per_task=classes // tasks)
+    return cfg
+
+
+def _canonical(field: str, value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    lowered = value.lower()
+    if lowered in ALIASES[field]:
+        return ALIASES[field][lowered]
+    allowed = {"benchmark": tuple(BENCHMARK_CLASSES), "growth": GROWTHS, "prune": PRUNES,
+               "sparse_init": SPARSE_INITS}[field]
+    matches = [a for a in allowed if a.lower() == lowered]
+    return matches[0] if matches else value
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name}: must be an integer >= {low}, got {value!r}")
+
+
+def _check_float(name: str, value: object, low: float, high: float,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        raise ConfigError(f"{name}: must be a number in {lo}, {hi}, got {value!r}")

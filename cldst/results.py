@@ -1,0 +1,211 @@
+"""The Parquet results contract (DESIGN.md): schema, atomic writer, and the one reader.
+
+A results directory `<root>/<experiment>/` holds `tasks/part-<trial_id>.parquet` (one row
+per task learned) and `runs/part-<trial_id>.parquet` (one row per finished trial). This
+module imports no torch and no ray: `analysis/` reads results on a laptop with neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+KINDS = ("tasks", "runs")
+RUN_STATUSES = ("ok", "error", "stopped")
+PART_PATTERN = re.compile(r"^part-(?P<trial_id>[A-Za-z0-9_.-]+)\.parquet$")
+
+CONFIG_FIELDS = [
+    ("benchmark", pa.string()), ("net", pa.string()), ("num_tasks", pa.int64()),
+    ("classes_per_task", pa.int64()), ("sparse_init", pa.string()), ("growth", pa.string()),
+    ("prune", pa.string()), ("density", pa.float64()), ("update_frequency", pa.int64()),
+    ("death_rate", pa.float64()), ("epochs", pa.int64()), ("batch_size", pa.int64()),
+    ("lr", pa.float64()), ("optimizer", pa.string()), ("seed", pa.int64()),
+]
+CONFIG_COLUMNS = [name for name, _ in CONFIG_FIELDS]
+
+_COMMON = [
+    ("schema_version", pa.int32()), ("experiment", pa.string()), ("trial_id", pa.string()),
+    *CONFIG_FIELDS,
+    ("config_json", pa.string()),  # the whole resolved RunConfig, for exact reruns
+    ("node", pa.string()),
+]
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+TASKS_SCHEMA = pa.schema(_COMMON + [
+    ("task", pa.int64()),
+    ("acc", pa.list_(pa.float64())),  # accuracy (%) on tasks 0..task after learning `task`
+    ("fwt_acc", pa.list_(pa.float64())),  # this task's subnetwork on later tasks (reference FWT)
+    ("avg_acc", pa.float64()), ("bwt", pa.float64()),
+    ("task_density", pa.float64()), ("capacity_used", pa.float64()),
+    ("reused_fraction", pa.float64()), ("fired_fraction", pa.float64()),
+    ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
+    ("created_at", _TIMESTAMP),
+])
+
+RUNS_SCHEMA = pa.schema(_COMMON + [
+    ("status", pa.string()), ("error", pa.string()),
+    ("tasks_done", pa.int64()),
+    ("acc_matrix", pa.list_(pa.list_(pa.float64()))),
+    ("acc", pa.float64()), ("bwt", pa.float64()), ("fwt", pa.float64()),
+    ("incremental_acc", pa.list_(pa.float64())),
+    ("total_seconds", pa.float64()),
+    ("created_at", _TIMESTAMP),
+])
+
+SCHEMAS = {"tasks": TASKS_SCHEMA, "runs": RUNS_SCHEMA}
+
+
+class ResultsError(RuntimeError):
+    """A results directory or part file that cannot be read as cldst results."""
+
+
+def common_columns(config: dict, experiment: str, trial_id: str, node: str) -> dict:
+    """The columns every row carries, from a resolved RunConfig dict."""
+    _check_trial_id(trial_id)
+    row = {"schema_version": SCHEMA_VERSION, "experiment": experiment, "trial_id": trial_id, "node": node}
+    row.update({name: config[name] for name in CONFIG_COLUMNS})
+    row["config_json"] = json.dumps(config, sort_keys=True)
+    return row
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def part_path(experiment_dir: str | os.PathLike, kind: str, trial_id: str) -> Path:
+    _check_trial_id(trial_id)
+    return Path(experiment_dir) / kind / f"part-{trial_id}.parquet"
+
+
+def write_part(experiment_dir: str | os.PathLike, kind: str, trial_id: str, rows: list[dict]) -> Path:
+    """Write one trial's rows of `kind`, atomically: a temp file in the same folder, then rename.
+
+    A crash leaves either the old file or the new one under the final name, never a partial
+    one; temp files start with '.' and the reader ignores them.
+    """
+    schema = SCHEMAS[kind]
+    for row in rows:
+        missing, extra = set(schema.names) - set(row), set(row) - set(schema.names)
+        if missing or extra:
+            raise ValueError(f"{kind} row: missing columns {sorted(missing)}, unknown columns {sorted(extra)}")
+    table = pa.Table.from_pylist(rows, schema=schema)
+    final = part_path(experiment_dir, kind, trial_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def upsert_task_rows(experiment_dir: str | os.PathLike, trial_id: str, rows: list[dict]) -> Path:
+    """Add task rows to a trial's tasks part, replacing rows of the same task (a resumed or
+    retried trial reports a task again: it must not appear twice)."""
+    path = part_path(experiment_dir, "tasks", trial_id)
+    kept = []
+    if path.exists():
+        new_tasks = {row["task"] for row in rows}
+        kept = [row for row in read_part(path, "tasks").to_pylist() if row["task"] not in new_tasks]
+    merged = sorted(kept + rows, key=lambda row: row["task"])
+    return write_part(experiment_dir, "tasks", trial_id, merged)
+
+
+def read_part(path: str | os.PathLike, kind: str) -> pa.Table:
+    """Read and check one part file; any problem is a ResultsError naming the file."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ResultsError(f"{path}: not a readable Parquet file ({err})") from err
+    if "schema_version" not in table.column_names:
+        raise ResultsError(f"{path}: no schema_version column; not a cldst {kind} file")
+    versions = set(table.column("schema_version").to_pylist())
+    if versions - {SCHEMA_VERSION}:
+        raise ResultsError(f"{path}: schema_version {sorted(versions)} but this cldst reads version "
+                           f"{SCHEMA_VERSION} only; read it with the cldst that wrote it")
+    expected = SCHEMAS[kind]
+    missing = [name for name in expected.names if name not in table.column_names]
+    if missing:
+        raise ResultsError(f"{path}: missing columns {missing}; not a cldst {kind} file")
+    table = table.select(expected.names)
+    try:
+        return table.cast(expected)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise ResultsError(f"{path}: columns of the wrong type ({err})") from err
+
+
+@dataclass
+class Results:
+    """Everything under a results folder: one table per kind, plus the files left out."""
+
+    tasks: pa.Table
+    runs: pa.Table
+    experiments: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def experiment_dirs(root: str | os.PathLike) -> list[Path]:
+    """`root` itself if it is an experiment folder, else the experiment folders inside it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ResultsError(f"{root}: no such results directory")
+    if any((root / kind).is_dir() for kind in KINDS):
+        return [root]
+    found = sorted(p for p in root.iterdir() if p.is_dir() and any((p / k).is_dir() for k in KINDS))
+    if not found:
+        raise ResultsError(f"{root}: no cldst results here (expected tasks/ and runs/ folders, "
+                           f"or experiment folders that hold them)")
+    return found
+
+
+def load(root: str | os.PathLike, on_bad: str = "raise") -> Results:
+    """Read every part file under `root` (an experiment folder or a folder of them).
+
+    A file that is not a valid part (stray name, truncated, wrong schema) raises
+    ResultsError, or with on_bad="skip" is left out and listed in `Results.skipped`.
+    Files being written (names starting with '.') are ignored.
+    """
+    if on_bad not in ("raise", "skip"):
+        raise ValueError(f"on_bad: {on_bad!r} is not one of raise, skip")
+    tables: dict[str, list[pa.Table]] = {kind: [] for kind in KINDS}
+    skipped: list[tuple[str, str]] = []
+    dirs = experiment_dirs(root)
+    for exp_dir in dirs:
+        for kind in KINDS:
+            folder = exp_dir / kind
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                try:
+                    if not PART_PATTERN.match(path.name):
+                        raise ResultsError(f"{path}: stray file in a results folder (expected part-<trial_id>.parquet)")
+                    tables[kind].append(read_part(path, kind))
+                except ResultsError as err:
+                    if on_bad == "raise":
+                        raise
+                    skipped.append((str(path), str(err)))
+    merged = {kind: pa.concat_tables(tables[kind]) if tables[kind] else SCHEMAS[kind].empty_table()
+              for kind in KINDS}
+    return Results(tasks=merged["tasks"], runs=merged["runs"], experiments=[d.name for d in dirs], skipped=skipped)
+
+
+def _check_trial_id(trial_id: str) -> None:
+    if not PART_PATTERN.match(f"part-{trial_id}.parquet"):
+        raise ValueError(f"trial_id: {trial_id!r} may hold only letters, digits, '_', '.' and '-'")
