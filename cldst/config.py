@@ -32,15 +32,16 @@ ALIASES = {
 
 BENCHMARK_DEFAULTS = {
     "cifar100": dict(net="mobilenetv2", num_tasks=10, classes_per_task=10, epochs=20, batch_size=64,
-                     density=0.2, update_frequency=400),
+                     density=0.2, update_frequency=400, lr=1e-3),
     "cifar10": dict(net="mobilenetv2", num_tasks=5, classes_per_task=2, epochs=20, batch_size=64,
-                    density=0.2, update_frequency=400),
+                    density=0.2, update_frequency=400, lr=1e-3),
     "miniimagenet": dict(net="resnet18", num_tasks=10, classes_per_task=10, epochs=100, batch_size=128,
-                         density=0.1, update_frequency=50),
-    "digits": dict(net="mlp", num_tasks=5, classes_per_task=2, epochs=3, batch_size=64,
-                   density=0.2, update_frequency=10),
+                         density=0.1, update_frequency=50, lr=1e-3),
+    # A few hundred images per task: a sparse net needs a larger step to learn in a few epochs.
+    "digits": dict(net="mlp", num_tasks=5, classes_per_task=2, epochs=3, batch_size=32,
+                   density=0.2, update_frequency=10, lr=1e-2),
     "synthetic": dict(net="mlp", num_tasks=5, classes_per_task=2, epochs=2, batch_size=32,
-                      density=0.2, update_frequency=5),
+                      density=0.2, update_frequency=5, lr=1e-2),
 }
 
 
@@ -64,7 +65,7 @@ class RunConfig:
     update_frequency: int | None = None
     isolate: bool = True
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     epochs: int | None = None
@@ -119,7 +120,8 @@ class RunConfig:
                 f"({self.classes_per_task}) = {self.num_tasks * self.classes_per_task}")
         available = BENCHMARK_CLASSES[self.benchmark]
         if self.num_classes > available:
-            raise ConfigError(f"num_classes: {self.num_classes} but benchmark {self.benchmark} has only {available} classes")
+            raise ConfigError(f"num_classes: {self.num_classes}, but benchmark {self.benchmark} "
+                              f"has only {available} classes")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,3 +178,27 @@ def _check_float(name: str, value: object, low: float, high: float,
     if not ok:
         lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
         raise ConfigError(f"{name}: must be a number in {lo}, {hi}, got {value!r}")
+
+
+# The primary `cldst train` flag of a field where it is not the field name with dashes.
+PRIMARY_FLAGS = {"benchmark": "--dataset", "classes_per_task": "--num-classes-per-task", "sparse_init": "--sparse-init"}
+
+
+def flag_for(name: str) -> str:
+    return PRIMARY_FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def command_line(config: dict) -> str:
+    """The `cldst train` command that reruns this (resolved) config exactly."""
+    defaults = RunConfig()
+    parts = ["cldst", "train"]
+    for f in fields(RunConfig):
+        value = config.get(f.name, getattr(defaults, f.name))
+        if value is None or f.name == "device":
+            continue
+        if isinstance(value, bool):
+            if value != getattr(defaults, f.name):
+                parts.append(flag_for(f.name) if value else "--no-" + flag_for(f.name)[2:])
+            continue
+        parts += [flag_for(f.name), f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join(parts)

@@ -1,0 +1,3 @@
+from cldst.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""Task-boundary checkpoints: the merged weights, every finished task's mask, the results so far.
+
+No optimizer state is saved: each task starts a fresh optimizer (as the reference), so a run
+resumes exactly at a task boundary. No RNG state is saved either: every random draw of task
+t comes from a generator seeded by (seed, t), so the seed in the config *is* the RNG state.
+Checkpoints hold only tensors and plain containers and are read with `weights_only=True`,
+so a crafted file cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "cldst-checkpoint"
+VERSION = 1
+# Settings that do not change what a run computes; any other difference makes a checkpoint foreign.
+RUNTIME_ONLY = ("device", "precision")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed with the given configuration."""
+
+
+def make_state(config: dict, next_task: int, model: torch.nn.Module, task_masks: list[dict[str, torch.Tensor]],
+               results: list[dict]) -> dict:
+    return {
+        "format": FORMAT, "version": VERSION, "config": config, "next_task": next_task,
+        "model": {name: t.detach().cpu() for name, t in model.state_dict().items()},
+        "task_masks": [{name: m.cpu() for name, m in masks.items()} for masks in task_masks],
+        "results": results,
+    }
+
+
+def save(state: dict, path: str | os.PathLike) -> Path:
+    """Atomic: a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike, config: dict) -> dict:
+    """Read a checkpoint and check it belongs to `config` (a resolved RunConfig dict)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # unpickling refusals and corrupt files come as many exception types
+        raise CheckpointError(f"{path}: not a readable cldst checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cldst checkpoint")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {state.get('version')}, this cldst reads {VERSION}")
+    saved = state["config"]
+    for name in sorted(set(saved) | set(config)):
+        if name not in RUNTIME_ONLY and saved.get(name) != config.get(name):
+            raise CheckpointError(f"{path}: made with {name}={saved.get(name)!r}, this run has "
+                                  f"{name}={config.get(name)!r}; refusing to resume a different configuration")
+    return state

@@ -1,0 +1,179 @@
+"""`cldst` console entry point: `cldst train ...` runs one experiment, `cldst data ...` manages datasets.
+
+Bad input exits with code 2 and one line naming the problem, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from cldst.config import RunConfig, flag_for
+
+# Every spelling the reference's code and README use, besides our dashed names.
+ALIASES = {
+    "net": ["--net_name", "--net-name"],
+    "num_classes": ["--num_classes"],
+    "num_tasks": ["--num_tasks"],
+    "classes_per_task": ["--num_classes_per_task", "--classes-per-task"],
+    "class_order_seed": ["--class_order_seed"],
+    "sparse_init": ["--sparse_init", "--init"],
+    "prune": ["--death"],
+    "death_rate": ["--death_rate"],
+    "update_frequency": ["--update_frequency"],
+    "weight_decay": ["--l2", "--weight_decay"],
+    "batch_size": ["--batch_size"],
+    "eval_batch_size": ["--eval_batch_size"],
+    "eval_head": ["--eval_head"],
+    "keep_best_epoch": ["--keep_best_epoch"],
+}
+HELP = {
+    "benchmark": "cifar100 (default), cifar10, miniimagenet, digits (bundled), synthetic",
+    "net": "resnet18, mobilenetv2, vgg16, lenet5, mlp (default: the benchmark's)",
+    "class_order_seed": "permute the class order with this seed (default: label order)",
+    "sparse_init": "uniform or ERK", "prune": "magnitude, SET or Taylor_FO",
+    "growth": "random, unfired (random_unfired), momentum or gradient",
+    "density": "fraction of maskable weights in each task's mask", "death_rate": "initial prune rate",
+    "update_frequency": "batches between prune-and-regrow updates",
+    "isolate": "freeze weights owned by earlier tasks (default: on)",
+    "keep_best_epoch": "keep the epoch with the best training accuracy (default: on)",
+    "eval_head": "task: argmax over the task's classes; all: over all classes (the reference)",
+    "precision": "bf16 autocast on CUDA (default) or fp32", "device": "auto, cpu or cuda",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        fail(f"{self.prog}: {message}")
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field (plus the reference's spellings); unset flags stay None."""
+    for f in fields(RunConfig):
+        names = [flag_for(f.name), *ALIASES.get(f.name, [])]
+        if f.type == "bool":
+            parser.add_argument(*names, dest=f.name, nargs="?", const=True, type=parse_bool, help=HELP.get(f.name))
+            parser.add_argument("--no-" + flag_for(f.name)[2:], dest=f.name, action="store_false")
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+        parser.add_argument(*names, dest=f.name, type=kind, metavar=f.name.upper(), help=HELP.get(f.name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="cldst", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    train = commands.add_parser("train", help="run one task-incremental DST experiment")
+    add_config_flags(train)
+    train.add_argument("--data-root", "--data_root", default="./data", help="dataset folder (default ./data)")
+    train.add_argument("--out", help="write Parquet results and the final checkpoint here")
+    train.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its task checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    data = commands.add_parser("data", help="download or check a dataset")
+    data.add_argument("action", choices=["download", "check"])
+    data.add_argument("name", help="benchmark name")
+    data.add_argument("--data-root", "--data_root", default="./data")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from cldst.checkpoint import CheckpointError
+    from cldst.config import ConfigError
+    from cldst.data import DataError
+    try:
+        if args.command == "train":
+            train(args)
+        else:
+            data_command(args)
+    except (ConfigError, DataError, CheckpointError) as err:
+        fail(str(err))
+
+
+def data_command(args: argparse.Namespace) -> None:
+    from cldst import data
+    name = RunConfig(benchmark=args.name).resolve().benchmark
+    if args.action == "download":
+        print(f"downloaded and verified {data.download(name, args.data_root)}")
+        return
+    bench = data.load_benchmark(name, args.data_root)
+    print(f"{name}: train {bench.train_x.shape}, test {bench.test_x.shape}, {bench.num_classes} classes")
+
+
+def train(args: argparse.Namespace) -> None:
+    from cldst import checkpoint, continual, data, metrics, results
+    values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+    cfg = RunConfig(**values).resolve()
+    continual.select_device(cfg.device)
+    bench = data.load_benchmark(cfg.benchmark, args.data_root)
+    state = checkpoint.load(args.resume, cfg.to_dict()) if args.resume else None
+    config = cfg.to_dict()
+    trial_id = "train-" + hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    out = Path(args.out) if args.out else None
+    common = results.common_columns(config, out.name if out else "", trial_id, socket.gethostname())
+    print(f"cldst train: {cfg.benchmark} / {cfg.net}, {cfg.num_tasks} tasks x {cfg.classes_per_task} classes, "
+          f"{cfg.sparse_init} init, {cfg.prune} prune, {cfg.growth} growth, density {cfg.density:g}, "
+          f"update every {cfg.update_frequency}, {cfg.epochs} epochs" + (f"; results -> {out}" if out else ""))
+
+    def on_epoch_end(task: int, epoch: int, loss: float, train_acc: float) -> None:
+        if not args.quiet:
+            print(f"  task {task} epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, train acc {train_acc:.2f}%")
+
+    done: list[continual.TaskResult] = []
+
+    def on_task_end(result: continual.TaskResult, state: dict) -> None:
+        done.append(result)
+        row = ", ".join(f"{a:.1f}" for a in result.acc)
+        print(f"task {result.task}: acc [{row}] avg {result.avg_acc:.2f} bwt {result.bwt:+.2f} "
+              f"| {result.images_per_second:.0f} img/s, {result.train_seconds:.1f}s", flush=True)
+        if out:
+            task_row = {k: v for k, v in asdict(result).items() if k != "best_epoch"}
+            results.upsert_task_rows(out, trial_id, [{**common, **task_row, "created_at": results.now()}])
+            checkpoint.save(state, out / "checkpoint.pt")
+
+    started = time.perf_counter()
+    try:
+        task_results = continual.run(cfg, bench, continual.Hooks(on_epoch_end, on_task_end), state)
+    except continual.TrainingError as err:
+        if out:
+            write_run(out, trial_id, common, done, "error", str(err), time.perf_counter() - started)
+        fail(str(err), code=1)
+    summary = continual.final_metrics(task_results)
+    matrix = metrics.full_matrix(summary["acc_matrix"], [r.fwt_acc for r in task_results])
+    print("accuracy matrix (row i: after task i; above the diagonal: forward transfer):")
+    for row in matrix:
+        print("  " + " ".join("   -  " if v != v else f"{v:6.2f}" for v in row))
+    print(f"ACC {summary['acc']:.2f}  BWT {summary['bwt']:+.2f}  FWT {summary['fwt']:.2f}")
+    print("incremental accuracy: " + ", ".join(f"{a:.2f}" for a in summary["incremental_acc"]))
+    if out:
+        write_run(out, trial_id, common, task_results, "ok", None, time.perf_counter() - started)
+        print(f"results in {out}/tasks and {out}/runs, checkpoint {out}/checkpoint.pt")
+
+
+def write_run(out: Path, trial_id: str, common: dict, task_results: list, status: str, error: str | None,
+              seconds: float) -> None:
+    from cldst import continual, results
+    summary = continual.final_metrics(task_results) if task_results else {
+        "acc_matrix": [], "acc": None, "bwt": None, "fwt": None, "incremental_acc": []}
+    results.write_part(out, "runs", trial_id, [{**common, **summary, "status": status, "error": error,
+                                                "tasks_done": len(task_results), "total_seconds": seconds,
+                                                "created_at": results.now()}])

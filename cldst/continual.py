@@ -1,0 +1,217 @@
+"""The per-task loop: train with isolation, prune and regrow, merge, evaluate, checkpoint.
+
+`run()` learns the tasks of one RunConfig in sequence and calls named hooks around the
+loop (Avalanche style): `on_epoch_end` for progress, `on_task_end` with the task's
+result and a checkpoint state from which the run resumes at the next task.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cldst import checkpoint as ckpt
+from cldst import metrics
+from cldst.batches import TaskData, batch_bounds
+from cldst.config import ConfigError, RunConfig
+from cldst.data import Benchmark, select_classes, task_indices
+from cldst.masking import Masking, death_rate_at
+from cldst.models import build_model
+
+
+class TrainingError(RuntimeError):
+    """Training went wrong in a way a retry will not fix (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TaskResult:
+    task: int
+    acc: list[float]  # R[task][j] for j <= task, in %
+    fwt_acc: list[float]  # this task's subnetwork on later tasks (the reference's FWT entries)
+    avg_acc: float
+    bwt: float
+    task_density: float
+    capacity_used: float
+    reused_fraction: float
+    fired_fraction: float
+    train_seconds: float
+    images_per_second: float
+    best_epoch: int
+
+
+@dataclass
+class Hooks:
+    on_epoch_end: Callable[[int, int, float, float], None] | None = None  # (task, epoch, loss, train_acc %)
+    on_task_end: Callable[[TaskResult, dict], None] | None = None  # (result, checkpoint state)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def task_seed(seed: int, task: int) -> int:
+    """Every random draw of task t comes from this seed, so a resumed run redraws them exactly."""
+    return seed * 1_000_003 + task
+
+
+def run(cfg: RunConfig, bench: Benchmark, hooks: Hooks | None = None, state: dict | None = None) -> list[TaskResult]:
+    """Learn cfg.num_tasks tasks in sequence; resume after the last task in `state` if given."""
+    hooks = hooks or Hooks()
+    device = select_device(cfg.device)
+    bench = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.net, bench.channels, bench.image_size, cfg.num_classes).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    masking = Masking(model, cfg.sparse_init, cfg.density, cfg.prune, cfg.growth, cfg.death_rate,
+                      cfg.isolate, cfg.classes_per_task)
+    results: list[TaskResult] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        masking.load_task_masks(state["task_masks"])
+        results = [TaskResult(**r) for r in state["results"]]
+    tests = [TaskData(bench.test_x[idx], bench.test_y[idx], device, bench.mean, bench.std, channels_last)
+             for idx in (task_indices(bench.test_y, t, cfg.classes_per_task) for t in range(cfg.num_tasks))]
+    for task in range(len(results), cfg.num_tasks):
+        idx = task_indices(bench.train_y, task, cfg.classes_per_task)
+        train = TaskData(bench.train_x[idx], bench.train_y[idx], device, bench.mean, bench.std, channels_last)
+        seconds, best_epoch = learn_task(cfg, model, masking, train, bench, task, hooks, device)
+        stats = masking.end_task()
+        acc, fwt_acc = evaluate_all(cfg, model, masking, tests, task, device)
+        rows = [r.acc for r in results] + [acc]
+        result = TaskResult(task=task, acc=acc, fwt_acc=fwt_acc, avg_acc=metrics.average_accuracy(acc),
+                            bwt=metrics.bwt_after(rows, task), train_seconds=seconds,
+                            images_per_second=cfg.epochs * len(train) / seconds, best_epoch=best_epoch, **stats)
+        results.append(result)
+        if hooks.on_task_end is not None:
+            hooks.on_task_end(result, ckpt.make_state(cfg.to_dict(), task + 1, model, masking.task_masks,
+                                                      [asdict(r) for r in results]))
+    return results
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+def learn_task(cfg: RunConfig, model: nn.Module, masking: Masking, train: TaskData, bench: Benchmark,
+               task: int, hooks: Hooks, device: torch.device) -> tuple[float, int]:
+    """Train one task's subnetwork; returns (train seconds, the epoch kept)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(task_seed(cfg.seed, task))
+    optimizer = make_optimizer(cfg, model)  # a fresh optimizer per task, as the reference
+    milestones = [int(cfg.epochs * 0.5), int(cfg.epochs * 0.75)]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    masking.start_task(task, generator)
+    total_steps = len(batch_bounds(len(train), cfg.batch_size)) * cfg.epochs
+    head = slice(task * cfg.classes_per_task, (task + 1) * cfg.classes_per_task)
+    autocast = device.type == "cuda" and cfg.precision == "bf16"
+    best_acc, best_epoch, best = -1.0, -1, None
+    step = 0
+    model.train()
+    _sync(device)
+    started = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for x, y in train.train_batches(cfg.batch_size, generator, bench.crop_padding, bench.flip):
+            target = y - head.start
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(x)[:, head]  # (B, classes_per_task)
+            loss = F.cross_entropy(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            masking.after_backward()
+            optimizer.step()
+            masking.after_step()
+            step += 1
+            if step % cfg.update_frequency == 0:
+                masking.update(death_rate_at(step, total_steps, cfg.death_rate), optimizer, generator)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == target).sum()
+        scheduler.step()
+        mean_loss = loss_sum.item() / len(train)  # one host sync per epoch
+        train_acc = 100.0 * correct.item() / len(train)
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"loss became {mean_loss} in task {task}, epoch {epoch}")
+        if hooks.on_epoch_end is not None:
+            hooks.on_epoch_end(task, epoch, mean_loss, train_acc)
+        if train_acc > best_acc or not cfg.keep_best_epoch:
+            best_acc, best_epoch = train_acc, epoch
+            # A snapshot is needed only if a later epoch might do worse.
+            best = masking.snapshot() if cfg.keep_best_epoch and epoch < cfg.epochs - 1 else None
+    if best is not None:
+        masking.restore(best)  # the reference keeps the epoch with the best training accuracy
+    _sync(device)
+    return time.perf_counter() - started, best_epoch
+
+
+@torch.no_grad()
+def evaluate_all(cfg: RunConfig, model: nn.Module, masking: Masking, tests: list[TaskData], task: int,
+                 device: torch.device) -> tuple[list[float], list[float]]:
+    """Accuracy of each task j <= `task` with its own mask and head, and of this task's
+    subnetwork on each later task (the reference's forward transfer)."""
+    merged = {name: p.detach().clone() for name, p in masking.params.items()}
+    acc = []
+    for j in range(task + 1):
+        masking.use_task(j, merged)
+        acc.append(accuracy(cfg, model, tests[j], head_task=j, data_task=j, device=device))
+    masking.use_task(task, merged)
+    fwt_acc = [accuracy(cfg, model, tests[j], head_task=task, data_task=j, device=device)
+               for j in range(task + 1, cfg.num_tasks)]
+    for name, p in masking.params.items():
+        p.copy_(merged[name])
+    return acc, fwt_acc
+
+
+def accuracy(cfg: RunConfig, model: nn.Module, data: TaskData, head_task: int, data_task: int,
+             device: torch.device) -> float:
+    """Accuracy (%) on `data_task`'s test set with its labels mapped onto `head_task`'s classes.
+
+    eval_head "task": argmax over head_task's logits (task-incremental protocol);
+    "all": argmax over all classes, as the reference evaluates.
+    """
+    cpt = cfg.classes_per_task
+    autocast = device.type == "cuda" and cfg.precision == "bf16"
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in data.eval_batches(cfg.eval_batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(x)  # (B, num_classes)
+        if cfg.eval_head == "task":
+            pred, target = logits[:, head_task * cpt:(head_task + 1) * cpt].argmax(1), y - data_task * cpt
+        else:
+            pred, target = logits.argmax(1), y - (data_task - head_task) * cpt
+        correct += (pred == target).sum()
+    return 100.0 * correct.item() / max(len(data), 1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def final_metrics(results: list[TaskResult]) -> dict:
+    """Run-level metrics from the per-task results (DESIGN.md)."""
+    rows = [r.acc for r in results]
+    return {
+        "acc_matrix": rows,
+        "acc": metrics.final_accuracy(rows),
+        "bwt": metrics.bwt_after(rows, len(rows) - 1),
+        "fwt": metrics.forward_transfer([r.fwt_acc for r in results]),
+        "incremental_acc": metrics.incremental_accuracy(rows),
+    }

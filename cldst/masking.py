@@ -1,0 +1,277 @@
+"""The DST engine: sparse init (uniform, ERK), prune and grow score functions, one generic update.
+
+Masks are boolean, one per maskable weight (ndim > 1). A task draws a fresh mask over the
+whole network; weights owned by earlier tasks may fall inside it: they are used with their
+real values and never change (parameter isolation). Isolation is enforced after every
+optimizer step by one fused rewrite `W = W * trainable + frozen_values`, so it holds with
+any optimizer, momentum or weight decay (zeroed gradients alone would not guarantee it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+GrowthScore = Callable[[Tensor, Tensor | None, dict, torch.Generator, Tensor], Tensor]
+FINAL_DEATH_RATE = 0.005  # the reference's cosine decay floor
+
+
+def maskable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.ndim > 1}
+
+
+def erk_densities(shapes: dict[str, tuple[int, ...]], density: float, power: float = 1.0) -> dict[str, float]:
+    """Erdos-Renyi-Kernel: layer density ~ (sum(shape) / prod(shape))^power, scaled so the kept
+    total is `density` of all weights; layers that would exceed 1 become dense and the scale is
+    re-solved for the rest (the reference's rule)."""
+    numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        sparse = [name for name in shapes if name not in dense]
+        if not sparse:
+            return {name: 1.0 for name in shapes}
+        raw = {name: (sum(shapes[name]) / numel[name]) ** power for name in sparse}
+        rhs = sum(density * numel[n] for n in sparse) - sum((1 - density) * numel[n] for n in dense)
+        scale = rhs / sum(raw[n] * numel[n] for n in sparse)
+        largest = max(raw.values())
+        if largest * scale <= 1:
+            return {name: 1.0 if name in dense else raw[name] * scale for name in shapes}
+        dense.update(name for name in sparse if raw[name] == largest)
+
+
+def layer_counts(shapes: dict[str, tuple[int, ...]], density: float, sparse_init: str) -> dict[str, int]:
+    """Exact active-weight count per layer. Uniform: round(density * n) per layer. ERK: the
+    ERK densities, rounded by largest remainder so the total is exactly round(density * N)."""
+    numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    if sparse_init == "uniform":
+        return {name: round(density * n) for name, n in numel.items()}
+    ideal = {name: d * numel[name] for name, d in erk_densities(shapes, density).items()}
+    counts = {name: min(numel[name], math.floor(x)) for name, x in ideal.items()}
+    short = round(density * sum(numel.values())) - sum(counts.values())
+    for name in sorted(ideal, key=lambda n: ideal[n] - math.floor(ideal[n]), reverse=True):
+        if short <= 0:
+            break
+        if counts[name] < numel[name]:
+            counts[name] += 1
+            short -= 1
+    return counts
+
+
+def death_rate_at(step: int, total_steps: int, death_rate: float) -> float:
+    """Cosine decay from `death_rate` to 0.005 over the task's steps (the reference's schedule)."""
+    progress = min(step, total_steps) / max(total_steps, 1)
+    return FINAL_DEATH_RATE + 0.5 * (death_rate - FINAL_DEATH_RATE) * (1 + math.cos(math.pi * progress))
+
+
+# Prune scores: the lowest-scoring active weights are removed.
+def magnitude_score(weight: Tensor, grad: Tensor | None) -> Tensor:
+    return weight.abs()
+
+
+def taylor_fo_score(weight: Tensor, grad: Tensor | None) -> Tensor:
+    return (weight * grad).pow(2) if grad is not None else weight.abs()
+
+
+# Growth scores: the highest-scoring inactive weights are switched on.
+def random_score(weight: Tensor, grad: Tensor | None, state: dict, generator: torch.Generator,
+                 fired: Tensor) -> Tensor:
+    return torch.rand(weight.shape, device=weight.device, generator=generator)
+
+
+def unfired_score(weight: Tensor, grad: Tensor | None, state: dict, generator: torch.Generator,
+                  fired: Tensor) -> Tensor:
+    # Never-fired weights outrank every fired one; ties (and the rest, if too few) at random.
+    return random_score(weight, grad, state, generator, fired) + (~fired).to(weight.dtype)
+
+
+def momentum_score(weight: Tensor, grad: Tensor | None, state: dict, generator: torch.Generator,
+                   fired: Tensor) -> Tensor:
+    if "exp_avg" in state:  # Adam: the normalised first moment, as the reference
+        return (state["exp_avg"] / (state["exp_avg_sq"].sqrt() + 1e-8)).abs()
+    if state.get("momentum_buffer") is not None:
+        return state["momentum_buffer"].abs()
+    return gradient_score(weight, grad, state, generator, fired)
+
+
+def gradient_score(weight: Tensor, grad: Tensor | None, state: dict, generator: torch.Generator,
+                   fired: Tensor) -> Tensor:
+    return grad.abs() if grad is not None else torch.zeros_like(weight)
+
+
+PRUNE_SCORES = {"magnitude": magnitude_score, "Taylor_FO": taylor_fo_score, "SET": None}
+GROWTH_SCORES: dict[str, GrowthScore] = {"random": random_score, "unfired": unfired_score, "momentum": momentum_score,
+                 "gradient": gradient_score}
+
+
+def lowest(score: Tensor, candidates: Tensor, k: int) -> Tensor:
+    """Boolean mask of exactly k candidates with the lowest score."""
+    chosen = torch.zeros_like(candidates)
+    if k > 0:
+        masked = score.masked_fill(~candidates, math.inf).flatten()
+        chosen.view(-1)[torch.topk(masked, k, largest=False).indices] = True
+    return chosen
+
+
+def set_prune(weight: Tensor, mask: Tensor, k: int) -> Tensor:
+    """SET: half of the k from the smallest non-negative weights, half from the negative ones
+    closest to zero; if one side runs short, the other side gives the rest."""
+    positive, negative = mask & (weight >= 0), mask & (weight < 0)
+    n_pos, n_neg = int(positive.sum()), int(negative.sum())  # one sync per layer per update, not per step
+    k_pos = min(n_pos, max(math.ceil(k / 2), k - n_neg))
+    return lowest(weight, positive, k_pos) | lowest(-weight, negative, k - k_pos)
+
+
+class Masking:
+    """Masks of one run: the current task's mask, the finished tasks' masks and what they own."""
+
+    def __init__(self, model: nn.Module, sparse_init: str, density: float, prune: str, growth: str,
+                 death_rate: float, isolate: bool, classes_per_task: int):
+        self.params = maskable_parameters(model)
+        head_bias = getattr(getattr(model, "classifier", None), "bias", None)
+        others = [n for n, p in model.named_parameters() if n not in self.params and p is not head_bias]
+        if others:
+            raise ValueError(f"cannot isolate tasks: parameters {others[:3]} are neither maskable nor the head bias")
+        self.head_bias = head_bias
+        self.shapes = {name: tuple(p.shape) for name, p in self.params.items()}
+        self.total = sum(p.numel() for p in self.params.values())
+        self.sparse_init, self.density, self.prune, self.growth = sparse_init, density, prune, growth
+        self.death_rate, self.isolate, self.classes_per_task = death_rate, isolate, classes_per_task
+        self.task_masks: list[dict[str, Tensor]] = []
+        self.owned = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in self.params.items()}
+
+    # ---- per task ------------------------------------------------------------------------
+    def start_task(self, task: int, generator: torch.Generator) -> None:
+        """Draw the task's mask and freeze what earlier tasks own."""
+        self.task = task
+        self.merged = {name: p.detach().clone() for name, p in self._isolated().items()}
+        self.counts = layer_counts(self.shapes, self.density, self.sparse_init)
+        self.mask = {}
+        for name, count in self.counts.items():
+            p = self.params[name]
+            chosen = torch.randperm(p.numel(), device=p.device, generator=generator)[:count]
+            mask = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+            mask[chosen] = True
+            self.mask[name] = mask.view_as(p)
+        self.fired = {name: m.clone() for name, m in self.mask.items()}
+        self.owned_before = {name: o.clone() for name, o in self.owned.items()}
+        isolated = self._isolated()
+        self.grad_keep = [self._not_owned(name).to(p.dtype) for name, p in isolated.items()]
+        self.isolated_params = list(isolated.values())
+        self._refresh()
+
+    def _isolated(self) -> dict[str, Tensor]:
+        """Every parameter the isolation rewrite covers: maskable weights plus the head bias."""
+        isolated = dict(self.params)
+        if self.head_bias is not None:
+            isolated["classifier.bias"] = self.head_bias
+        return isolated
+
+    def _not_owned(self, name: str) -> Tensor:
+        if name == "classifier.bias":
+            keep = torch.ones_like(self.head_bias, dtype=torch.bool)
+            if self.isolate:  # a task's head entries are its own; other tasks' entries never move
+                keep.zero_()
+                keep[self.task * self.classes_per_task:(self.task + 1) * self.classes_per_task] = True
+            return keep
+        return ~self.owned[name] if self.isolate else torch.ones_like(self.owned[name])
+
+    def _refresh(self) -> None:
+        """Recompute the fused rewrite for the current mask and apply it once."""
+        self.tensors, self.trainable, self.frozen_values = [], [], []
+        for name, p in self._isolated().items():
+            in_mask = self.mask[name] if name in self.mask else torch.ones_like(p, dtype=torch.bool)
+            trainable = in_mask & self._not_owned(name)
+            frozen = in_mask & ~trainable
+            self.tensors.append(p.data)
+            self.trainable.append(trainable.to(p.dtype))
+            self.frozen_values.append(self.merged[name] * frozen)
+        self.after_step()
+
+    # ---- every step (fused over all tensors, no host sync) --------------------------------
+    def after_backward(self) -> None:
+        """Zero gradients of weights earlier tasks own (the reference's isolation, which also
+        keeps their momentum, and so momentum/gradient growth scores, at zero)."""
+        torch._foreach_mul_([p.grad for p in self.isolated_params], self.grad_keep)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """W = W * trainable + frozen_values: weights outside the mask are 0, frozen ones exact."""
+        torch._foreach_mul_(self.tensors, self.trainable)
+        torch._foreach_add_(self.tensors, self.frozen_values)
+
+    # ---- every update_frequency steps -------------------------------------------------------
+    @torch.no_grad()
+    def update(self, death_rate: float, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+        """Prune then regrow, per layer, exactly: k = ceil(death_rate * active) removed, as many
+        switched on among weights that were inactive (so drop and grow are disjoint). Regrown
+        free weights start at zero with their optimizer state reset."""
+        for name, p in self.params.items():
+            mask, state = self.mask[name], optimizer.state.get(p, {})
+            k = math.ceil(death_rate * self.counts[name])
+            if k == 0:
+                continue
+            if self.prune == "SET":
+                drop = set_prune(p, mask, k)
+            else:
+                drop = lowest(PRUNE_SCORES[self.prune](p, p.grad), mask, k)
+            n_grow = min(k, p.numel() - self.counts[name])
+            score = GROWTH_SCORES[self.growth](p, p.grad, state, generator, self.fired[name])
+            grow = lowest(-score, ~mask, n_grow)
+            self.mask[name] = (mask & ~drop) | grow
+            self.fired[name] |= grow
+            self.counts[name] += n_grow - k
+            for value in state.values():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    value.masked_fill_(grow, 0)
+        self._refresh()
+
+    def end_task(self) -> dict[str, float]:
+        """Merge (weights outside the new mask take back their earlier values), store the
+        task's mask, and return its mask statistics."""
+        with torch.no_grad():
+            for name, p in self._isolated().items():
+                if name in self.mask:
+                    p.copy_(torch.where(self.mask[name], p, self.merged[name]))
+        self.task_masks.append({name: m.clone() for name, m in self.mask.items()})
+        active = sum(int(m.sum()) for m in self.mask.values())
+        reused = sum(int((m & self.owned_before[n]).sum()) for n, m in self.mask.items())
+        for name, m in self.mask.items():
+            self.owned[name] |= m
+        return {
+            "task_density": active / self.total,
+            "capacity_used": sum(int(o.sum()) for o in self.owned.values()) / self.total,
+            "reused_fraction": reused / max(active, 1),
+            "fired_fraction": sum(int(f.sum()) for f in self.fired.values()) / self.total,
+        }
+
+    # ---- snapshots (the best epoch) and evaluation ------------------------------------------
+    def snapshot(self) -> dict[str, dict[str, Tensor]]:
+        return {"weights": {n: p.detach().clone() for n, p in self._isolated().items()},
+                "mask": {n: m.clone() for n, m in self.mask.items()},
+                "fired": {n: f.clone() for n, f in self.fired.items()}}
+
+    @torch.no_grad()
+    def restore(self, snap: dict[str, dict[str, Tensor]]) -> None:
+        for name, p in self._isolated().items():
+            p.copy_(snap["weights"][name])
+        self.mask, self.fired = snap["mask"], snap["fired"]
+        self.counts = {name: int(m.sum()) for name, m in self.mask.items()}
+        self._refresh()
+
+    @torch.no_grad()
+    def load_task_masks(self, task_masks: list[dict[str, Tensor]]) -> None:
+        """Resume: the finished tasks' masks, and so what they own."""
+        self.task_masks = [{n: m.to(self.params[n].device, torch.bool) for n, m in tm.items()} for tm in task_masks]
+        for name, o in self.owned.items():
+            o.zero_()
+            for tm in self.task_masks:
+                o |= tm[name]
+
+    @torch.no_grad()
+    def use_task(self, task: int, merged: dict[str, Tensor]) -> None:
+        """Set the network to task `task`'s subnetwork of the merged weights (for evaluation)."""
+        for name, p in self.params.items():
+            p.copy_(merged[name] * self.task_masks[task][name])
