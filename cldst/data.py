@@ -88,10 +88,6 @@ class _Cifar:
     num_classes: int
     md5: str
 
-    @property
-    def url(self) -> str:
-        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
-
 
 _CIFAR = {
     "cifar10": _Cifar("cifar-10-python.tar.gz", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
@@ -173,7 +169,7 @@ def _load_cifar(name: str, root: Path) -> Benchmark:
             raise DataError(f"{', '.join(missing)} missing: re-extract {spec.archive} into {root}")
         batches = {m: _parse_batch((folder / m).read_bytes(), str(folder / m), spec) for m in members}
     elif archive.is_file():
-        raw = _read_tar_members(archive, spec.folder, members)
+        raw = _read_tar_members(archive, spec.folder, members)  # popped below: each pickle freed once parsed
         batches = {m: _parse_batch(raw.pop(m), f"{archive}:{spec.folder}/{m}", spec) for m in members}
     else:
         raise DataError(f"{name} not found: put {archive} (or its extracted folder {folder}/) there, "
@@ -188,6 +184,7 @@ def _load_cifar(name: str, root: Path) -> Benchmark:
 # ---------------------------------------------------------------- miniImageNet (Kaggle zip of class folders)
 
 _MINI_ZIP, _MINI_DIR, _MINI_CACHE = "miniImageNet100.zip", "miniImageNet100", "miniImageNet100.cache-32.npz"
+_MINI_ZIP_README = "miniImageNet.zip"  # the name the reference's README tells users to give the Kaggle zip
 _MINI_SIZE = 32
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -216,29 +213,27 @@ def _decode_image(raw: bytes, source: str) -> np.ndarray:
 
 def _decode_miniimagenet(source: Path) -> dict[str, np.ndarray]:
     if source.is_dir():
-        names = [p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()]
-        by_class = _class_files(names)
-        images = {n: _decode_image((source / n).read_bytes(), str(source / n)) for f in by_class.values() for n in f}
+        by_class = _class_files([p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()])
+        images = [_decode_image((source / n).read_bytes(), str(source / n)) for f in by_class.values() for n in f]
     else:
         try:
             with zipfile.ZipFile(source) as zf:
                 by_class = _class_files([i.filename for i in zf.infolist() if not i.is_dir()])
-                images = {n: _decode_image(zf.read(n), f"{source}:{n}") for f in by_class.values() for n in f}
+                images = [_decode_image(zf.read(n), f"{source}:{n}") for f in by_class.values() for n in f]
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise DataError(f"{source} is truncated or corrupt ({e}); download it again") from e
     if len(by_class) < 2:
         raise DataError(f"{source} holds no class folders of images (<class>/*.jpg or <top>/<class>/*.jpg)")
-    # Held-out split: seeded, 100 per class (fewer for a small class); the user's files stay where they are.
+    sizes = [len(files) for files in by_class.values()]
+    x, y = np.stack(images), np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    # Held-out split: seeded, 100 per class (fewer for a small class), chosen here rather than by moving
+    # the user's files as the reference does.
     rng = np.random.default_rng(0)
-    split: dict[str, list] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
-    for label, files in enumerate(by_class.values()):
-        held_out = set(rng.permutation(len(files))[: min(100, len(files) // 5)].tolist())
-        for i, name in enumerate(files):
-            part = "test" if i in held_out else "train"
-            split[f"{part}_x"].append(images[name])
-            split[f"{part}_y"].append(label)
-    arrays = {k: np.stack(v) if k.endswith("_x") else np.asarray(v, dtype=np.int64) for k, v in split.items()}
-    return {**arrays, "classes": np.asarray(list(by_class))}
+    test = np.zeros(len(y), dtype=bool)
+    for start, n in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
+        test[start + rng.permutation(n)[: min(100, n // 5)]] = True
+    return {"train_x": x[~test], "train_y": y[~test], "test_x": x[test], "test_y": y[test],
+            "classes": np.asarray(list(by_class))}
 
 
 def _newest_mtime(source: Path) -> float:
@@ -269,9 +264,11 @@ def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _load_miniimagenet(root: Path) -> Benchmark:
     folder, archive, cache = root / _MINI_DIR, root / _MINI_ZIP, root / _MINI_CACHE
-    source = folder if folder.is_dir() else archive if archive.is_file() else None
+    archives = [a for a in (archive, root / _MINI_ZIP_README) if a.is_file()]
+    source = folder if folder.is_dir() else archives[0] if archives else None
     if source is None:
-        raise DataError(f"miniimagenet not found: put the Kaggle archive {archive}, or its extracted class folders "
+        raise DataError(f"miniimagenet not found: put the Kaggle archive at {archive} (or {_MINI_ZIP_README}), "
+                        f"or its extracted class folders "
                         f"as {folder}/<class>/*.jpg")
     arrays = _read_cache(cache, source)
     if arrays is None:
@@ -370,20 +367,21 @@ def download(name: str, root: str | os.PathLike) -> Path:
                         "digits and synthetic are built in")
     spec = _CIFAR[name]
     final = root / spec.archive
+    url = f"https://www.cs.toronto.edu/~kriz/{spec.archive}"
     if final.is_file():
         print(f"{final} already present", file=sys.stderr)
         return final
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=spec.archive, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=60) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             digest = _copy_with_progress(response, out, spec.archive)
         if digest != spec.md5:
-            raise DataError(f"{spec.url} arrived with md5 {digest}, expected {spec.md5}; try again, or download it "
+            raise DataError(f"{url} arrived with md5 {digest}, expected {spec.md5}; try again, or download it "
                             f"by hand and put it at {final}")
         os.replace(tmp, final)
     except (OSError, http.client.HTTPException) as e:  # urllib.error.URLError is an OSError
-        raise DataError(f"could not download {spec.url} ({e}); download it by hand and put it at {final}") from e
+        raise DataError(f"could not download {url} ({e}); download it by hand and put it at {final}") from e
     finally:
         Path(tmp).unlink(missing_ok=True)
     return final
