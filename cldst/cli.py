@@ -119,10 +119,15 @@ def data_command(args: argparse.Namespace) -> None:
     print(f"{name}: train {bench.train_x.shape}, test {bench.test_x.shape}, {bench.num_classes} classes")
 
 
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The resolved RunConfig of parsed `cldst train` flags (flags not given keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+    return RunConfig(**values).resolve()
+
+
 def train(args: argparse.Namespace) -> None:
     from cldst import checkpoint, continual, data, metrics, results
-    values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
-    cfg = RunConfig(**values).resolve()
+    cfg = config_from_args(args)
     continual.select_device(cfg.device)
     bench = data.load_benchmark(cfg.benchmark, args.data_root)
     state = checkpoint.load(args.resume, cfg.to_dict()) if args.resume else None

@@ -82,11 +82,15 @@ class RunConfig:
         canon = {name: _canonical(name, getattr(self, name)) for name in ALIASES}
         cfg = dataclasses.replace(self, **canon)
         _check_choice("benchmark", cfg.benchmark, tuple(BENCHMARK_CLASSES))
-        if cfg.num_classes is None:
+        classes_given = cfg.num_classes is not None
+        if not classes_given:
             cfg = dataclasses.replace(cfg, num_classes=BENCHMARK_CLASSES[cfg.benchmark])
         cfg = _derive_split(cfg)
         filled = {k: v for k, v in BENCHMARK_DEFAULTS[cfg.benchmark].items() if getattr(cfg, k) is None}
         cfg = dataclasses.replace(cfg, **filled)
+        if not classes_given and _is_count(cfg.num_tasks) and _is_count(cfg.classes_per_task):
+            # The split the user asked for decides how many of the benchmark's classes are used.
+            cfg = dataclasses.replace(cfg, num_classes=cfg.num_tasks * cfg.classes_per_task)
         cfg.validate()
         return cfg
 
@@ -136,14 +140,18 @@ class RunConfig:
         return cls(**values)
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _derive_split(cfg: RunConfig) -> RunConfig:
     """Given one of num_tasks / classes_per_task, the other follows from num_classes."""
     tasks, per_task, classes = cfg.num_tasks, cfg.classes_per_task, cfg.num_classes
-    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+    if not _is_count(classes):
         return cfg
-    if tasks is None and isinstance(per_task, int) and per_task > 0 and classes % per_task == 0:
+    if tasks is None and _is_count(per_task) and classes % per_task == 0:
         return dataclasses.replace(cfg, num_tasks=classes // per_task)
-    if per_task is None and isinstance(tasks, int) and tasks > 0 and classes % tasks == 0:
+    if per_task is None and _is_count(tasks) and classes % tasks == 0:
         return dataclasses.replace(cfg, classes_per_task=classes // tasks)
     return cfg
 
