@@ -45,7 +45,7 @@ def test_isolation_is_exact(bench, growth, optimizer):
     assert [r.bwt for r in results] == [0.0, 0.0, 0.0]
     for j in range(cfg.num_tasks):  # R[i][j] is the same number after every later task i
         assert len({r.acc[j] for r in results[j:]}) == 1
-    for earlier, later in zip(states, states[1:]):
+    for earlier, later in zip(states, states[1:], strict=False):
         owned = owned_union(earlier["task_masks"])
         for name, mask in owned.items():
             before, after = earlier["model"][name], later["model"][name]
