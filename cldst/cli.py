@@ -100,12 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     from cldst.checkpoint import CheckpointError
     from cldst.config import ConfigError
     from cldst.data import DataError
+    from cldst.results import ResultsError
     try:
         if args.command == "train":
             train(args)
         else:
             data_command(args)
-    except (ConfigError, DataError, CheckpointError) as err:
+    except (ConfigError, DataError, CheckpointError, ResultsError) as err:
         fail(str(err))
 
 
@@ -131,6 +132,8 @@ def train(args: argparse.Namespace) -> None:
     continual.select_device(cfg.device)
     bench = data.load_benchmark(cfg.benchmark, args.data_root)
     state = checkpoint.load(args.resume, cfg.to_dict()) if args.resume else None
+    if args.out:
+        results.check_writable(args.out)
     config = cfg.to_dict()
     trial_id = "train-" + hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     out = Path(args.out) if args.out else None

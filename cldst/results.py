@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -79,6 +80,29 @@ def common_columns(config: dict, experiment: str, trial_id: str, node: str) -> d
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def check_writable(directory: str | os.PathLike, min_free_bytes: int = 16 * 2**20) -> Path:
+    """Fail before any work if results cannot be written under `directory`: it is not a folder,
+    cannot be created or written (probed with a real temp file, which also catches read-only
+    mounts when running as root), or its disk is nearly full. Creates nothing that stays."""
+    path = Path(directory).absolute()
+    if path.exists() and not path.is_dir():
+        raise ResultsError(f"{path}: exists and is not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ResultsError(f"{path}: cannot be created ({existing} is not a directory)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ResultsError(f"{path}: not writable ({err.strerror or err})") from None
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes:
+        raise ResultsError(f"{path}: only {free // 2**20} MiB free on its disk; free some space first")
+    return path
 
 
 def part_path(experiment_dir: str | os.PathLike, kind: str, trial_id: str) -> Path:
