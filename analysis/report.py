@@ -1,0 +1,234 @@
+"""`python -m analysis.report RESULTS_DIR [RESULTS_DIR ...] [--out DIR]`: one folder with report.md,
+tables/ (Markdown and CSV) and figures/ (PNG) for one or many experiments, even mid-sweep.
+
+Bad input (missing folder, no cldst results, no trial yet, unknown option) is one line on
+stderr and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import figures, search, tables
+from analysis.data import STATUSES, Loaded, load_all
+from analysis.findings import NOISE_RULE, Best, Finding, best_configs, findings
+from cldst.results import ResultsError
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """Input the report cannot work with; the message is shown as is."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own prints usage over several lines
+        raise UsageError(message)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m analysis.report",
+                     description="Tables, findings, figures and report.md from cldst Parquet results.")
+    parser.add_argument("results", nargs="+", type=Path, metavar="RESULTS_DIR",
+                        help="an experiment folder (holding tasks/ and runs/) or a folder of experiments")
+    parser.add_argument("--out", type=Path, help="output folder (default: RESULTS_DIR/report for one input, "
+                                                  "else report/ in the inputs' common parent folder)")
+    return parser.parse_args(argv)
+
+
+def default_out(inputs: list[Path]) -> Path:
+    if len(inputs) == 1:
+        return inputs[0] / "report"
+    return Path(os.path.commonpath([p.resolve() for p in inputs])) / "report"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse(argv)
+        loaded = load_all(args.results, on_bad="skip")
+        if loaded.runs.empty:
+            skipped = f" ({len(loaded.skipped)} unreadable file(s) left out, e.g. {loaded.skipped[0][1]})" \
+                if loaded.skipped else ""
+            raise UsageError(f"no trial results yet under {', '.join(map(str, args.results))}{skipped}")
+        out = args.out or default_out(args.results)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: exists and is not a folder")
+    except (UsageError, ResultsError) as err:
+        first_line = (str(err).splitlines() or [""])[0]  # Arrow's messages can run over several lines
+        print(f"analysis.report: error: {first_line}", file=sys.stderr)
+        return USAGE_ERROR
+    report = write_report(loaded, out, args.results, progress=lambda line: print(line, flush=True))
+    counts = loaded.runs["status"].value_counts()
+    print(f"report: {report}\n  {len(loaded.runs)} trials ({status_counts(counts)}) in "
+          f"{len(loaded.experiments)} experiment(s); {len(loaded.skipped)} unreadable file(s) skipped")
+    return 0
+
+
+def status_counts(counts: pd.Series) -> str:
+    return ", ".join(f"{int(counts.get(status, 0))} {status}" for status in STATUSES)
+
+
+def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
+                 progress: Callable[[str], None] = lambda _line: None) -> Path:
+    """Write tables/, figures/ and report.md under `out`; returns the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = tables.summary(loaded.runs)
+    for path in tables.write_tables(table, out / "tables"):
+        progress(f"wrote {path.relative_to(out)}")
+    found = findings(loaded.runs, table)
+    bests = best_configs(loaded.runs, table)
+    drawn = _figures(loaded, table, bests, out, progress)
+    sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found),
+                _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress)]
+    report = out / "report.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    progress(f"wrote {report.relative_to(out)}")
+    return report
+
+
+def _figures(loaded: Loaded, table: pd.DataFrame, bests: list[Best], out: Path,
+             progress: Callable[[str], None]) -> list[tuple[str, Path | None]]:
+    """(caption, path or None when there was nothing to draw) per figure."""
+    folder = out / "figures"
+    plan = [
+        ("Final ACC against density, a line per init x growth (mean ± std over seeds), one panel per split.",
+         lambda: figures.acc_vs_density(table, folder / "acc_vs_density.png")),
+        ("Accuracy matrix R[i, j] of the best run of each split: accuracy on task j after learning task i.",
+         lambda: figures.accuracy_matrices(bests, folder / "accuracy_matrix.png")),
+        ("Average accuracy on the tasks seen so far as tasks are learned, a curve per init x growth.",
+         lambda: figures.avg_acc_over_tasks(loaded.tasks, loaded.runs, table, folder / "avg_acc_over_tasks.png")),
+        ("Capacity used (weights owned by any task) and reused fraction (share of a new task's mask already "
+         "owned by earlier tasks) as tasks are learned.",
+         lambda: figures.capacity_over_tasks(loaded.tasks, loaded.runs, table, folder / "capacity_over_tasks.png")),
+    ]
+    drawn = []
+    for caption, draw in plan:
+        path = draw()
+        progress(f"wrote {path.relative_to(out)}" if path else f"skipped figure (no finished run): {caption}")
+        drawn.append((caption, path))
+    return drawn
+
+
+def _header(loaded: Loaded, inputs: Sequence[Path]) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"# cldst results report\n\nGenerated {stamp} from {', '.join(f'`{p}`' for p in inputs)} "
+            f"(experiments: {', '.join(loaded.experiments)}).")
+
+
+def _what_was_run(loaded: Loaded) -> str:
+    runs = loaded.runs
+    nets = runs.groupby("benchmark")["net"].unique()
+    lines = ["## What was run", "",
+             f"- Trials: {len(runs)} ({status_counts(runs['status'].value_counts())}). Only `ok` trials enter "
+             "means; the others are counted in the tables and listed below.",
+             "- Benchmarks: " + "; ".join(f"{b} ({', '.join(sorted(n))})" for b, n in nets.items()),
+             f"- Task splits (tasks x classes): {', '.join(sorted(runs['split'].unique()))}",
+             f"- Seeds: {', '.join(map(str, sorted(runs['seed'].unique())))}",
+             f"- Densities: {', '.join(f'{d:g}' for d in sorted(runs['density'].unique()))}; inits: "
+             f"{', '.join(sorted(runs['sparse_init'].unique()))}; growth: {', '.join(sorted(runs['growth'].unique()))}"]
+    left_out = runs[runs["status"] != "ok"]
+    if not left_out.empty:
+        # Where a trial got to: the average accuracy after its last reported task.
+        latest = loaded.tasks.groupby(["experiment", "trial_id"])["avg_acc"].last()
+        lines += ["", "Trials left out of the means:", "", tables.markdown(pd.DataFrame({
+            "experiment": left_out["experiment"], "trial": left_out["trial_id"], "status": left_out["status"],
+            "config": [_describe(row) for _, row in left_out.iterrows()],
+            "tasks done": [f"{row.tasks_done} of {row.num_tasks}" for row in left_out.itertuples()],
+            "last avg ACC": [tables.number(latest.get((row.experiment, row.trial_id), float("nan")))
+                             for row in left_out.itertuples()],
+            "error": [str(e).splitlines()[0] if isinstance(e, str) else "–" for e in left_out["error"]]}))]
+    if loaded.skipped:
+        lines += ["", f"Unreadable result files left out ({len(loaded.skipped)}):", ""]
+        lines += [f"- `{path}`: {reason}" for path, reason in loaded.skipped]
+    return "\n".join(lines)
+
+
+def _describe(row: pd.Series) -> str:
+    return (f"{row['benchmark']} {row['net']} {row['split']} {row['sparse_init']}/{row['growth']} "
+            f"density {row['density']:g} seed {row['seed']}")
+
+
+def _results(table: pd.DataFrame) -> str:
+    lines = ["## Final ACC and BWT over seeds", "",
+             "Mean ± sample std (ddof=1) over the `ok` runs of each configuration; `–` where a single run "
+             "gives no spread. FWT is the reference's forward transfer. CSV: `tables/summary.csv`.", "",
+             tables.summary_markdown(table), "", "## The paper's comparison: final ACC (%)", "",
+             "Rows init x growth, columns density; one table per task split. CSV: `tables/comparison_*.csv`."]
+    for title, slug, rows in tables.panels(table):
+        lines += ["", f"### {title}", "", tables.comparison_markdown(rows), "",
+                  f"(`tables/comparison_{slug}.csv`)"]
+    return "\n".join(lines)
+
+
+def _findings(found: list[Finding]) -> str:
+    lines = ["## Findings", "", f"How margins are judged: {NOISE_RULE}"]
+    panel = None
+    for finding in found:
+        if finding.panel != panel:
+            panel = finding.panel
+            lines += ["", f"### {panel}", ""]
+        lines.append(f"- {finding.text}")
+    if not found:
+        lines += ["", "No findings yet: no configuration has a finished (`ok`) run."]
+    return "\n".join(lines)
+
+
+def _figures_section(drawn: list[tuple[str, Path | None]]) -> str:
+    lines = ["## Figures"]
+    for caption, path in drawn:
+        lines += ["", f"![{caption}](figures/{path.name})" if path else "(not drawn: no finished run yet)",
+                  "", caption]
+    return "\n".join(lines)
+
+
+def _best(bests: list[Best]) -> str:
+    lines = ["## Best configuration per split", "",
+             "Highest mean final ACC; ties go to more runs, then the smaller std. The command reruns the "
+             "configuration's best seed exactly."]
+    for best in bests:
+        config = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.config.items())
+        lines += ["", f"### {best.panel}", "",
+                  f"- {config}", f"- final ACC {tables.mean_std(best.acc_mean, best.acc_std)} over "
+                  f"{best.n_ok} run(s); best seed {best.run['seed']} (trial `{best.run['trial_id']}`, "
+                  f"experiment `{best.run['experiment']}`): ACC {best.run['acc']:.2f}, BWT {best.run['bwt']:.2f}",
+                  "", "```", str(best.run["command"]), "```"]
+    if not bests:
+        lines += ["", "None yet: no finished (`ok`) run."]
+    return "\n".join(lines)
+
+
+def _search_sections(loaded: Loaded, out: Path, progress: Callable[[str], None]) -> list[str]:
+    sections = []
+    for found in search.searches(loaded):
+        steps = search.history(found)
+        ranked = search.importances(found)
+        history_png = search.history_figure(found, out / "figures" / f"search_history_{found.experiment}.png")
+        importance_png = search.importance_figure(
+            found, ranked, out / "figures" / f"param_importance_{found.experiment}.png")
+        for path in (history_png, importance_png):
+            if path:
+                progress(f"wrote {path.relative_to(out)}")
+        lines = [f"## Search: {found.experiment} (Optuna study `{found.experiment}` in `{found.study.name}`)", "",
+                 f"{len(steps)} trials ended ({int(steps['acc'].notna().sum())} ok); best final ACC so far "
+                 + (f"{steps['best_so_far'].iloc[-1]:.2f}." if steps["acc"].notna().any() else "–.")]
+        if history_png:
+            lines += ["", f"![search history](figures/{history_png.name})", "",
+                      "Final ACC of each trial in finishing order (dots), failed trials (crosses), best so far (line)."]
+        lines += ["", f"Parameter importances, computed by {ranked.source}:", ""]
+        lines.append(tables.markdown(ranked.values.rename("importance").rename_axis("parameter").reset_index())
+                     if not ranked.values.empty else "(no parameter varies among the finished trials)")
+        if importance_png:
+            lines += ["", f"![parameter importances](figures/{importance_png.name})"]
+        sections.append("\n".join(lines))
+    return sections
+
+
+if __name__ == "__main__":
+    sys.exit(main())
