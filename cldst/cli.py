@@ -165,7 +165,7 @@ def train(args: argparse.Namespace) -> None:
         if out:
             write_run(out, trial_id, common, done, "error", str(err), time.perf_counter() - started)
         fail(str(err), code=1)
-    summary = continual.final_metrics(task_results)
+    summary = metrics.summary([r.acc for r in task_results], [r.fwt_acc for r in task_results])
     matrix = metrics.full_matrix(summary["acc_matrix"], [r.fwt_acc for r in task_results])
     print("accuracy matrix (row i: after task i; above the diagonal: forward transfer):")
     for row in matrix:
@@ -179,9 +179,7 @@ def train(args: argparse.Namespace) -> None:
 
 def write_run(out: Path, trial_id: str, common: dict, task_results: list, status: str, error: str | None,
               seconds: float) -> None:
-    from cldst import continual, results
-    summary = continual.final_metrics(task_results) if task_results else {
-        "acc_matrix": [], "acc": None, "bwt": None, "fwt": None, "incremental_acc": []}
-    results.write_part(out, "runs", trial_id, [{**common, **summary, "status": status, "error": error,
-                                                "tasks_done": len(task_results), "total_seconds": seconds,
-                                                "created_at": results.now()}])
+    from cldst import results
+    row = results.run_row(common, [r.acc for r in task_results], [r.fwt_acc for r in task_results], status,
+                          error, seconds)
+    results.write_part(out, "runs", trial_id, [row])

@@ -115,7 +115,8 @@ def learn_task(cfg: RunConfig, model: nn.Module, masking: Masking, train: TaskDa
     generator = torch.Generator(device=device)
     generator.manual_seed(task_seed(cfg.seed, task))
     optimizer = make_optimizer(cfg, model)  # a fresh optimizer per task, as the reference
-    milestones = [int(cfg.epochs * 0.5), int(cfg.epochs * 0.75)]
+    # x0.1 at 50% and 75% of the epochs; a milestone at epoch 0 would start the task at lr/100
+    milestones = [m for m in (int(cfg.epochs * 0.5), int(cfg.epochs * 0.75)) if m > 0]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     masking.start_task(task, generator)
     total_steps = len(batch_bounds(len(train), cfg.batch_size)) * cfg.epochs
@@ -131,14 +132,7 @@ def learn_task(cfg: RunConfig, model: nn.Module, masking: Masking, train: TaskDa
         correct = torch.zeros((), device=device, dtype=torch.long)
         for x, y in train.train_batches(cfg.batch_size, generator, bench.crop_padding, bench.flip):
             target = y - head.start
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(x)[:, head]  # (B, classes_per_task)
-            loss = F.cross_entropy(logits.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            masking.after_backward()
-            optimizer.step()
-            masking.after_step()
+            loss, logits = train_step(model, optimizer, masking, x, target, head, autocast)
             step += 1
             if step % cfg.update_frequency == 0:
                 masking.update(death_rate_at(step, total_steps, cfg.death_rate), optimizer, generator)
@@ -159,6 +153,23 @@ def learn_task(cfg: RunConfig, model: nn.Module, masking: Masking, train: TaskDa
         masking.restore(best)  # the reference keeps the epoch with the best training accuracy
     _sync(device)
     return time.perf_counter() - started, best_epoch
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, masking: Masking | None, x: torch.Tensor,
+               target: torch.Tensor, head: slice, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on the task's head slice with isolation (`masking=None`: plain dense
+    training, the same step without the engine). Returns (loss, logits); no host sync."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(x)[:, head]  # (B, classes_per_task)
+    loss = F.cross_entropy(logits.float(), target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if masking is not None:
+        masking.after_backward()
+    optimizer.step()
+    if masking is not None:
+        masking.after_step()
+    return loss, logits
 
 
 @torch.no_grad()
@@ -203,15 +214,3 @@ def accuracy(cfg: RunConfig, model: nn.Module, data: TaskData, head_task: int, d
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def final_metrics(results: list[TaskResult]) -> dict:
-    """Run-level metrics from the per-task results (DESIGN.md)."""
-    rows = [r.acc for r in results]
-    return {
-        "acc_matrix": rows,
-        "acc": metrics.final_accuracy(rows),
-        "bwt": metrics.bwt_after(rows, len(rows) - 1),
-        "fwt": metrics.forward_transfer([r.fwt_acc for r in results]),
-        "incremental_acc": metrics.incremental_accuracy(rows),
-    }

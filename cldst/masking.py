@@ -111,7 +111,8 @@ def lowest(score: Tensor, candidates: Tensor, k: int) -> Tensor:
     chosen = torch.zeros_like(candidates)
     if k > 0:
         masked = score.masked_fill(~candidates, math.inf).flatten()
-        chosen.view(-1)[torch.topk(masked, k, largest=False).indices] = True
+        # sorted=False: only the set is used, and topk picks the set before it sorts (CPU and CUDA)
+        chosen.view(-1)[torch.topk(masked, k, largest=False, sorted=False).indices] = True
     return chosen
 
 

@@ -67,3 +67,14 @@ def full_matrix(acc_rows: Rows, fwt_rows: Rows | None = None) -> np.ndarray:
             later = fwt_rows[i][: size - i - 1]
             matrix[i, i + 1 : i + 1 + len(later)] = later
     return matrix
+
+
+def summary(acc_rows: Rows, fwt_rows: Rows) -> dict:
+    """The run-level metrics of DESIGN.md from the accuracy rows and forward-transfer rows."""
+    return {
+        "acc_matrix": [list(row) for row in acc_rows],
+        "acc": final_accuracy(acc_rows),
+        "bwt": bwt_after(acc_rows, len(acc_rows) - 1),
+        "fwt": forward_transfer(fwt_rows),
+        "incremental_acc": incremental_accuracy(acc_rows),
+    }

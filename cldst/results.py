@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cldst import metrics
+
 SCHEMA_VERSION = 1
 KINDS = ("tasks", "runs")
 RUN_STATUSES = ("ok", "error", "stopped")
@@ -76,6 +78,17 @@ def common_columns(config: dict, experiment: str, trial_id: str, node: str) -> d
     row.update({name: config[name] for name in CONFIG_COLUMNS})
     row["config_json"] = json.dumps(config, sort_keys=True)
     return row
+
+
+def run_row(common: dict, acc_rows: list[list[float]], fwt_rows: list[list[float]], status: str,
+            error: str | None, total_seconds: float | None) -> dict:
+    """A `runs` row: the common columns, the run metrics of the tasks learned, and how it ended."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"status: {status!r} is not one of {', '.join(RUN_STATUSES)}")
+    empty = {"acc_matrix": [], "acc": None, "bwt": None, "fwt": None, "incremental_acc": []}
+    summary = metrics.summary(acc_rows, fwt_rows) if acc_rows else empty
+    return {**common, **summary, "status": status, "error": error, "tasks_done": len(acc_rows),
+            "total_seconds": total_seconds, "created_at": now()}
 
 
 def now() -> datetime:

@@ -1,0 +1,112 @@
+"""Ray Tune glue: the function trainable over `continual.run`, and the driver-side callback that writes Parquet.
+
+The trainable reports once per task learned (so `training_iteration` == tasks learned), each
+report carrying a checkpoint of the run at that task boundary; a restarted or retried trial
+resumes from `tune.get_checkpoint()` at the next task. The callback runs in the driver: it
+upserts one `tasks/` row per task checkpoint and writes the trial's `runs/` row when the trial ends
+(ok, error, or stopped by a scheduler), through `cldst.results`. Everything it needs after a
+driver restart is in the trial's tasks part file, so a resumed sweep never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from cldst import checkpoint, continual, results
+from cldst.config import RunConfig
+from cldst.data import Benchmark
+
+CHECKPOINT_FILE = "state.pt"
+# TaskResult fields that make a `tasks` row (best_epoch is not part of the Parquet contract).
+TASK_FIELDS = [f.name for f in dataclasses.fields(continual.TaskResult) if f.name != "best_epoch"]
+
+
+def trainable(config: dict, bench: Benchmark) -> None:
+    """One trial: learn the tasks of `config` (RunConfig fields), reporting after each task.
+
+    Metrics per report: the TaskResult fields (task, acc, avg_acc, bwt, capacity_used, ...),
+    plus acc_current (accuracy on the task just learned), tasks_done, num_tasks and node (the
+    hostname and Ray node id of the worker). Exceptions (a TrainingError on a NaN loss, ...)
+    propagate, so Tune records the trial as failed with their message.
+    """
+    cfg = RunConfig.from_dict(config).resolve()
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    if cfg.device == "auto":  # Ray makes only the trial's GPUs visible; a trial without one trains on the CPU
+        cfg = dataclasses.replace(cfg, device="cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()}"
+    state = None
+    saved = tune.get_checkpoint()
+    if saved is not None:
+        with saved.as_directory() as folder:
+            state = checkpoint.load(Path(folder) / CHECKPOINT_FILE, cfg.to_dict())
+
+    def on_task_end(result: continual.TaskResult, task_state: dict) -> None:
+        metrics = {name: getattr(result, name) for name in TASK_FIELDS}
+        metrics.update(acc_current=result.acc[-1], tasks_done=result.task + 1, num_tasks=cfg.num_tasks, node=node)
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint.save(task_state, Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    continual.run(cfg, bench, continual.Hooks(on_task_end=on_task_end), state)
+
+
+class ParquetCallback(tune.Callback):
+    """Writes `tasks/part-<trial_id>.parquet` as tasks finish and `runs/part-<trial_id>.parquet`
+    when a trial ends, under `experiment_dir`; prints a short progress line for each."""
+
+    def __init__(self, experiment_dir: str | Path, experiment: str) -> None:
+        self.experiment_dir = Path(experiment_dir)
+        self.experiment = experiment
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: tune.experiment.Trial, checkpoint: tune.Checkpoint,
+                      **info) -> None:
+        """A task's row is written once Tune holds the task's checkpoint (rather than on its result): a
+        sweep interrupted at any point resumes each trial right after the last task in its Parquet."""
+        result = trial.last_result  # the report that carried this checkpoint
+        row = {**self._common(trial, result["node"]), **{name: result[name] for name in TASK_FIELDS},
+               "created_at": results.now()}
+        results.upsert_task_rows(self.experiment_dir, trial.trial_id, [row])
+        print(f"[{trial.trial_id}] task {result['tasks_done']}/{result['num_tasks']}: avg acc "
+              f"{result['avg_acc']:.2f}, acc on this task {result['acc_current']:.2f}, capacity used "
+              f"{result['capacity_used']:.3f}, {result['images_per_second']:.0f} img/s", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self._end(trial, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self._end(trial, error_message(trial))
+
+    def _common(self, trial: tune.experiment.Trial, node: str) -> dict:
+        config = RunConfig.from_dict(trial.config).resolve().to_dict()
+        return results.common_columns(config, self.experiment, trial.trial_id, node)
+
+    def _end(self, trial: tune.experiment.Trial, error: str | None) -> None:
+        """The runs row, from the tasks rows on disk (they survive a driver restart)."""
+        path = results.part_path(self.experiment_dir, "tasks", trial.trial_id)
+        rows = results.read_part(path, "tasks").to_pylist() if path.exists() else []
+        common = self._common(trial, rows[-1]["node"] if rows else "")
+        status = "error" if error else "ok" if len(rows) == common["num_tasks"] else "stopped"
+        run = results.run_row(common, [row["acc"] for row in rows], [row["fwt_acc"] for row in rows], status, error,
+                              trial.last_result.get("time_total_s"))
+        results.write_part(self.experiment_dir, "runs", trial.trial_id, [run])
+        acc = f", avg acc {rows[-1]['avg_acc']:.2f}" if rows else ""  # after the last task: the final ACC
+        print(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}"
+              + (f": {error}" if error else ""), flush=True)
+
+
+def error_message(trial: tune.experiment.Trial) -> str:
+    """The trial's exception as 'Type: message' (Tune keeps it wrapped in a RayTaskError)."""
+    err = trial.get_pickled_error()
+    cause = getattr(err, "cause", None) or err
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    text = (trial.get_error() or "unknown error").strip().splitlines()
+    return text[-1] if text else "unknown error"

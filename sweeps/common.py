@@ -1,0 +1,226 @@
+"""What full_grid.py and search.py share: presets, command-line options, Ray start-up, the Tuner run, the summary.
+
+Paths: the experiment folder is `--results` (default `results/<name>`, made absolute); it
+holds the Parquet datasets `tasks/` and `runs/`, `sweep.json` (what the sweep runs, so a
+rerun with other options under the same name is refused instead of silently resumed) and,
+for search.py, the Optuna study `optuna.db`. Ray Tune's own experiment state and trial
+checkpoints go to `--storage` (default `<results parent>/ray`, absolute), under `<name>`: on a
+multi-node cluster, give a path every node shares or a pyarrow URI (s3://, gs://, ...). A cluster
+that authenticates with a token (RAY_AUTH_MODE=token) needs the same token in the driver's
+environment (RAY_AUTH_TOKEN, or ~/.ray/auth_token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cldst.cli import OneLineParser, fail
+from cldst.config import ConfigError, RunConfig
+from cldst.data import Benchmark, DataError, load_benchmark
+from cldst.results import KINDS, RUN_STATUSES, ResultsError, load
+
+AXES = ("sparse_init", "growth", "density", "update_frequency", "num_tasks")
+AXIS_TYPES = {"density": float, "update_frequency": int, "num_tasks": int}
+PAPER_AXES = {"sparse_init": ["uniform", "ERK"], "growth": ["random", "unfired", "momentum", "gradient"],
+              "density": [0.2, 0.1, 0.05], "update_frequency": [100, 400], "num_tasks": [5, 10, 20]}
+SUMMARY_COLUMNS = ("sparse_init", "growth", "density", "update_frequency", "death_rate", "num_tasks", "seed")
+
+
+@dataclass(frozen=True)
+class Preset:
+    fixed: dict  # RunConfig fields every trial shares; the rest take the benchmark's defaults
+    axes: dict  # RunConfig field -> the values the grid crosses
+
+
+PRESETS = {
+    # The reference's nets and batch sizes (RunConfig's benchmark defaults), 100 epochs per task as in the paper.
+    "paper-cifar100": Preset({"benchmark": "cifar100", "epochs": 100}, PAPER_AXES),
+    "paper-miniimagenet": Preset({"benchmark": "miniimagenet", "epochs": 100}, PAPER_AXES),
+    # The bundled digits set, a small MLP, 5 tasks x 2 classes: the whole grid runs on a laptop CPU in minutes.
+    "quick": Preset({"benchmark": "digits", "net": "mlp", "epochs": 3},
+                    {**PAPER_AXES, "update_frequency": [10], "num_tasks": [5]}),
+}
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options both scripts take: preset, epochs, data, cluster, resources, results."""
+    p = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default="paper-cifar100", help="default: paper-cifar100")
+    p.add_argument("--epochs", type=int, help="epochs per task (default: the preset's)")
+    p.add_argument("--data-root", default="./data", help="dataset folder, read once by the driver (default ./data)")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", help="Ray Tune state and checkpoints (default: <results parent>/ray); shared "
+                                     "by all nodes on a cluster (a shared path or s3://...)")
+    p.add_argument("--results", help="experiment folder for the Parquet results (default: results/<name>)")
+    p.add_argument("--name", help="experiment name (default: the preset's); the same name resumes")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU (default 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="also the trial's torch threads (default 1)")
+    p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default 0: as resources allow)")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="retries of a failed trial from its last task checkpoint (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and exit; starts nothing")
+    return p
+
+
+def add_axis_options(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """One option per axis, taking one or more values that replace the preset's."""
+    for name in names:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, nargs="+", type=AXIS_TYPES.get(name, str),
+                       metavar=name.upper(), help=f"these values instead of the preset's (paper: "
+                                                  f"{' '.join(map(str, PAPER_AXES[name]))})")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    if args.gpus_per_trial < 0 or args.cpus_per_trial <= 0:
+        fail("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
+    if args.max_concurrent < 0 or args.max_failures < 0:
+        fail("--max-concurrent and --max-failures must be >= 0")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
+        fail(f"--name: {args.name!r} may hold only letters, digits, '_', '.' and '-'")
+
+
+def axes(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, list]:
+    """The preset's axes, each narrowed to the values given on the command line (duplicates dropped)."""
+    preset = PRESETS[args.preset]
+    return {name: list(dict.fromkeys(getattr(args, name) or preset.axes[name])) for name in names}
+
+
+def fixed_config(args: argparse.Namespace) -> dict:
+    fixed = dict(PRESETS[args.preset].fixed)
+    if args.epochs is not None:
+        fixed["epochs"] = args.epochs
+    return fixed
+
+
+def check_configs(configs: list[dict]) -> RunConfig:
+    """Resolve every config before anything starts (one line and exit 2 on the first bad one); returns the first."""
+    try:
+        return [RunConfig.from_dict(config).resolve() for config in configs][0]
+    except ConfigError as err:
+        fail(str(err))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    results_dir: Path  # the Parquet datasets, sweep.json, optuna.db
+    storage: str  # Ray Tune's storage_path (the Tune experiment is <storage>/<name>)
+
+    @property
+    def tune_path(self) -> str:
+        return self.storage.rstrip("/") + "/" + self.name
+
+
+def experiment(args: argparse.Namespace) -> Experiment:
+    name = args.name or args.preset
+    results_dir = Path(args.results or Path("results") / name).expanduser().resolve()
+    storage = args.storage or str(results_dir.parent / "ray")
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    return Experiment(name, results_dir, storage)
+
+
+def claim(exp: Experiment, spec: dict) -> None:
+    """Record what this experiment runs; a rerun under the same name must run the same sweep, with its
+    Parquet and its Ray Tune state where they were (else finished trials would be missing or run twice)."""
+    from ray import tune
+
+    path = exp.results_dir / "sweep.json"
+    spec = json.loads(json.dumps(spec))
+    if path.exists() and json.loads(path.read_text()) != spec:
+        fail(f"{exp.results_dir} holds another sweep named {exp.name!r} (see {path}); rerun it with the same "
+             f"options to resume it, or pass another --name")
+    restorable = tune.Tuner.can_restore(exp.tune_path)
+    if restorable and not path.exists():
+        fail(f"{exp.tune_path} holds a sweep whose results are not in {exp.results_dir}; pass its --results, "
+             f"or another --name")
+    if not restorable and any((exp.results_dir / kind).is_dir() for kind in KINDS):
+        fail(f"{exp.results_dir} holds results, but {exp.tune_path} no Ray Tune state to resume them from; "
+             f"pass its --storage, or another --name")
+    exp.results_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+
+
+def load_data(first: RunConfig, args: argparse.Namespace) -> Benchmark:
+    """The driver loads the data once (absolute path: trials run in their own folders); Tune ships it."""
+    try:
+        return load_benchmark(first.benchmark, Path(args.data_root).expanduser().resolve())
+    except DataError as err:
+        fail(str(err))
+
+
+def start_ray(args: argparse.Namespace) -> None:
+    """Join the cluster at --address / $RAY_ADDRESS (shipping cldst with the job), else start a local Ray."""
+    import ray
+
+    import cldst
+
+    # A task-boundary checkpoint forces an experiment snapshot (num_to_keep=1); short tasks make Tune warn on each.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():  # the caller (a notebook, the tests) has joined a Ray already
+        return
+    quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"py_modules": [str(Path(cldst.__file__).parent)]}, **quiet)
+    else:
+        ray.init(address="local", include_dashboard=False, **quiet)
+
+
+def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, **tune_options: object) -> None:
+    """Start the sweep, or resume it where `exp.tune_path` holds its state: finished trials are kept,
+    unfinished ones continue from their last task checkpoint, failed ones stay failed.
+
+    `tune_options` go to `tune.TuneConfig` (search_alg, scheduler, num_samples) when the sweep starts.
+    """
+    from ray import tune
+
+    from cldst.tune import ParquetCallback, trainable
+
+    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    fn = tune.with_resources(tune.with_parameters(trainable, bench=bench), resources)
+    if tune.Tuner.can_restore(exp.tune_path):
+        print(f"resuming {exp.name} from {exp.tune_path}", flush=True)
+        tuner = tune.Tuner.restore(exp.tune_path, fn, resume_unfinished=True, param_space=param_space)
+    else:
+        run_config = tune.RunConfig(
+            name=exp.name, storage_path=exp.storage, verbose=0,
+            callbacks=[ParquetCallback(exp.results_dir, exp.name)],
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        # Reusing a trial's actor for the next one saves a process start and the torch import per trial.
+        tune_config = tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
+                                      **tune_options)
+        tuner = tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    tuner.fit()
+
+
+def summarize(exp: Experiment, expected: int) -> int:
+    """Print where the Parquet is, the ok/error/stopped counts and the top 5 by final ACC; 1 if trials are left."""
+    try:
+        runs = load(exp.results_dir).runs.to_pylist()
+    except ResultsError:
+        runs = []
+    counts = ", ".join(f"{sum(r['status'] == s for r in runs)} {s}" for s in RUN_STATUSES)
+    print(f"\nParquet results: {exp.results_dir}/tasks and {exp.results_dir}/runs "
+          f"(read them with cldst.results.load({str(exp.results_dir)!r}))")
+    print(f"trials: {counts}, {len(runs)} of {expected} ended")
+    for run_row in [r for r in runs if r["status"] == "error"][:5]:
+        print(f"  error in {run_row['trial_id']}: {run_row['error']}")
+    top = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r["acc"], reverse=True)[:5]
+    if top:
+        print("top configurations by final ACC:")
+        for r in top:
+            settings = " ".join(f"{c}={r[c]:.4g}" if isinstance(r[c], float) else f"{c}={r[c]}"
+                                for c in SUMMARY_COLUMNS)
+            print(f"  ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings}  ({r['trial_id']})")
+    if len(runs) < expected:
+        print(f"{expected - len(runs)} trials unfinished: rerun the same command to resume")
+        return 1
+    return 0

@@ -1,0 +1,106 @@
+"""Adaptive search for the best DST configuration: Optuna proposes configurations, ASHA stops weak trials early.
+
+  python sweeps/search.py --preset quick --num-samples 16
+  python sweeps/search.py --num-samples 64 --density-range 0.02 0.3 --gpus-per-trial 0.5
+
+Optuna (TPE by default) searches sparse_init, growth and update_frequency (the preset's values,
+or those given), density (log-uniform in --density-range) and death_rate (uniform in
+--death-rate-range) for the highest final ACC on one split. ASHA compares trials after each task
+(time attribute: tasks learned) and stops the weak ones; they are recorded with status `stopped`
+and told to Optuna as pruned. The study is <results>/optuna.db (SQLite; study name = the
+experiment name): a restarted search continues its history. Rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/search.py` from a checkout
+
+from sweeps import common  # noqa: E402
+
+CHOICES = ("sparse_init", "growth", "update_frequency")
+METRIC = "avg_acc"  # after the last task, avg_acc is the run's final ACC
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+
+
+class FinalAccSearch(OptunaSearch):
+    """Tells Optuna a trial's value only when the trial learned every task: a trial ASHA stopped
+    early is pruned (Optuna keeps its per-task reports), so an early avg_acc never counts as final ACC."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        finished = result is not None and result.get("tasks_done") == result.get("num_tasks")
+        super().on_trial_complete(trial_id, result if finished else None, error)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.parser("search.py", __doc__)
+    common.add_axis_options(parser, CHOICES)
+    parser.add_argument("--num-tasks", type=int, help="the split to search on (default: the benchmark's)")
+    parser.add_argument("--density-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="density range, sampled log-uniformly (default: the preset's lowest and highest)")
+    parser.add_argument("--death-rate-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=[0.1, 0.7],
+                        help="death (prune) rate range, sampled uniformly (default 0.1 0.7)")
+    parser.add_argument("--num-samples", type=int, default=24, help="trials to run (default 24)")
+    parser.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="Optuna sampler (default tpe)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run and of the sampler (default 0)")
+    parser.add_argument("--grace-period", type=int, default=1, help="tasks a trial learns before ASHA may stop it")
+    parser.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA keeps 1/this at each rung")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    common.check_options(args)
+    choices = common.axes(args, CHOICES)
+    preset_density = common.PRESETS[args.preset].axes["density"]
+    ranges = {"density": args.density_range or [min(preset_density), max(preset_density)],
+              "death_rate": args.death_rate_range}
+    for name, (low, high) in ranges.items():
+        if low > high:
+            common.fail(f"--{name.replace('_', '-')}-range: LOW {low:g} is above HIGH {high:g}")
+    fixed = {**common.fixed_config(args), "seed": args.seed}
+    if args.num_tasks is not None:
+        fixed["num_tasks"] = args.num_tasks
+    corners = [{**fixed, **dict(zip([*choices, *ranges], values, strict=True))}
+               for values in itertools.product(*choices.values(), *ranges.values())]
+    first = common.check_configs(corners)
+    if args.num_samples < 1 or not 1 <= args.grace_period <= first.num_tasks or args.reduction_factor <= 1:
+        common.fail(f"need --num-samples >= 1, 1 <= --grace-period <= {first.num_tasks} tasks, --reduction-factor > 1")
+    print(f"{args.preset}: {args.num_samples} trials, {args.sampler} over "
+          + ", ".join(f"{k} {{{' '.join(map(str, v))}}}" for k, v in choices.items())
+          + f", density [{ranges['density'][0]:g}, {ranges['density'][1]:g}] (log), death_rate "
+            f"[{ranges['death_rate'][0]:g}, {ranges['death_rate'][1]:g}]; {first.benchmark}, {first.net}, "
+            f"{first.num_tasks} tasks, {first.epochs} epochs per task; ASHA on {METRIC} per task")
+    if args.dry_run:
+        return 0
+    exp = common.experiment(args)
+    bench = common.load_data(first, args)
+    common.claim(exp, {"script": "search", "fixed": fixed, "choices": choices, "ranges": ranges,
+                       "num_samples": args.num_samples, "sampler": args.sampler,
+                       "asha": [args.grace_period, args.reduction_factor]})
+    study_path = exp.results_dir / "optuna.db"
+    print(f"results -> {exp.results_dir}; Optuna study {exp.name!r} -> {study_path}; Ray state -> {exp.tune_path}",
+          flush=True)
+    common.start_ray(args)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {name: optuna.distributions.CategoricalDistribution(values) for name, values in choices.items()}
+    space["density"] = optuna.distributions.FloatDistribution(*ranges["density"], log=True)
+    space["death_rate"] = optuna.distributions.FloatDistribution(*ranges["death_rate"])
+    searcher = FinalAccSearch(space, metric=METRIC, mode="max", sampler=SAMPLERS[args.sampler](seed=args.seed),
+                              study_name=exp.name, storage=optuna.storages.RDBStorage(f"sqlite:///{study_path}"))
+    scheduler = ASHAScheduler(time_attr="tasks_done", metric=METRIC, mode="max", max_t=first.num_tasks,
+                              grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+    common.run(args, exp, bench, fixed, search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples)
+    return common.summarize(exp, args.num_samples)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

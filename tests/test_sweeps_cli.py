@@ -1,0 +1,115 @@
+"""Sweep options that must fail (or print) before Ray starts: no Ray here, each test well under a second."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeps import common, full_grid, search  # noqa: E402
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def fails(main, argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+def test_paper_grid_dry_run_prints_144_trials_per_seed(capsys):
+    assert full_grid.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "paper-cifar100: 144 trials per seed x 1 seed = 144 trials" in out
+    assert "mobilenetv2" in out and "100 epochs per task" in out
+    assert full_grid.main(["--dry-run", "--preset", "paper-miniimagenet", "--seeds", "0", "1", "2"]) == 0
+    assert "144 trials per seed x 3 seeds = 432 trials (miniimagenet, resnet18" in capsys.readouterr().out
+
+
+def test_quick_preset_and_narrowed_axes(capsys):
+    assert full_grid.main(["--dry-run", "--preset", "quick"]) == 0
+    assert "quick: 24 trials per seed" in capsys.readouterr().out
+    assert full_grid.main(["--dry-run", "--growth", "momentum", "gradient", "--density", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "paper-cifar100: 24 trials per seed" in out
+    assert "growth: momentum gradient" in out and "density: 0.1\n" in out
+
+
+def test_grid_points_cross_every_axis():
+    points = full_grid.grid({"benchmark": "digits"}, {"growth": ["random", "momentum"], "density": [0.1, 0.2, 0.3]})
+    assert len(points) == 6 and {p["benchmark"] for p in points} == {"digits"}
+    assert {(p["growth"], p["density"]) for p in points} == {(g, d) for g in ("random", "momentum")
+                                                             for d in (0.1, 0.2, 0.3)}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--growth", "foo"], "growth: 'foo' is not one of"),
+    (["--density", "0"], "density: must be a number in (0, 1]"),
+    (["--growth"], "expected at least one argument"),
+    (["--preset", "nope"], "invalid choice"),
+    (["--num-tasks", "200"], "num_classes"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--name", "a/b"], "--name"),
+])
+def test_bad_grid_options_exit_2_with_one_line_and_write_nothing(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = fails(full_grid.main, ["--results", str(tmp_path / "r"), *argv], capsys)
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--density-range", "0.3", "0.1"], "LOW 0.3 is above HIGH 0.1"),
+    (["--death-rate-range", "0.2", "1.5"], "death_rate"),
+    (["--update-frequency", "0"], "update_frequency"),
+    (["--num-samples", "0"], "--num-samples"),
+    (["--grace-period", "9"], "--grace-period"),
+])
+def test_bad_search_options_exit_2(argv, message, capsys, tmp_path):
+    err = fails(search.main, ["--preset", "quick", "--results", str(tmp_path / "r"), *argv], capsys)
+    assert message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_search_dry_run_describes_the_space(capsys):
+    assert search.main(["--preset", "quick", "--dry-run", "--density-range", "0.01", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "density [0.01, 0.3] (log)" in out and "5 tasks" in out and "tpe" in out
+
+
+def test_missing_dataset_fails_before_ray_starts(capsys, tmp_path):
+    err = fails(full_grid.main, ["--data-root", str(tmp_path / "none"), "--results", str(tmp_path / "r"),
+                                 "--growth", "random"], capsys)
+    assert "cifar" in err.lower()
+    assert not (tmp_path / "r").exists()
+
+
+def test_default_paths_are_absolute_and_named_after_the_preset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = common.experiment(full_grid.build_parser().parse_args(["--preset", "quick"]))
+    assert exp.name == "quick"
+    assert exp.results_dir == tmp_path / "results" / "quick"
+    assert exp.storage == str(tmp_path / "results" / "ray")
+    assert exp.tune_path == str(tmp_path / "results" / "ray" / "quick")
+
+
+def test_another_sweep_under_the_same_name_is_refused(tmp_path, capsys):
+    exp = common.Experiment("e", tmp_path / "e", str(tmp_path / "ray"))
+    common.claim(exp, {"axes": {"growth": ["random"]}})
+    common.claim(exp, {"axes": {"growth": ["random"]}})  # the same sweep: a resume
+    with pytest.raises(SystemExit) as info:
+        common.claim(exp, {"axes": {"growth": ["momentum"]}})
+    assert info.value.code == 2
+    assert "holds another sweep named 'e'" in capsys.readouterr().err
+
+
+def test_results_without_their_ray_state_are_not_overwritten(tmp_path, capsys):
+    exp = common.Experiment("e", tmp_path / "e", str(tmp_path / "elsewhere"))
+    (exp.results_dir / "runs").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        common.claim(exp, {"axes": {}})
+    assert "no Ray Tune state to resume them from" in capsys.readouterr().err
