@@ -177,6 +177,7 @@ def evaluate_all(cfg: RunConfig, model: nn.Module, masking: Masking, tests: list
                  device: torch.device) -> tuple[list[float], list[float]]:
     """Accuracy of each task j <= `task` with its own mask and head, and of this task's
     subnetwork on each later task (the reference's forward transfer)."""
+    model.eval()  # no dropout in these nets and BatchNorm uses batch statistics in both modes, but say it
     merged = {name: p.detach().clone() for name, p in masking.params.items()}
     acc = []
     for j in range(task + 1):
