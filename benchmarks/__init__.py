@@ -1,0 +1,1 @@
+"""Throughput, overhead, memory, packing and scaling measurements of cldst (not tests)."""

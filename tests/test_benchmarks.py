@@ -1,0 +1,77 @@
+"""Each benchmark's command path stays importable and runnable: tiny sizes, the mlp, nothing appended."""
+
+import math
+
+import pytest
+import torch
+
+from benchmarks import common, memory, packing, scaling, throughput, update_cost
+
+TINY = ["--device", "cpu", "--no-append", "--warmup", "1", "--steps", "1"]
+
+
+def numbers(rows, skip=()):
+    return [v for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in skip]
+
+
+def assert_positive(rows, skip=()):
+    values = numbers(rows, skip)
+    assert values and all(math.isfinite(v) and v > 0 for v in values)
+
+
+@pytest.fixture(autouse=True)
+def results_untouched(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "RESULTS.md")
+    yield
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny ops on a busy machine: one thread (here and in spawned children) avoids waiting on a descheduled one."""
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_throughput():
+    out = throughput.main(TINY + ["--nets", "mlp", "--batches", "8", "--densities", "0.2", "0.1",
+                                  "--growths", "random", "momentum", "--update-repeats", "1", "--loader-workers", "0"])
+    assert [(r["net"], r["batch"]) for r in out["baselines"]] == [("mlp", 8)]
+    assert [(r["density"], r["growth"]) for r in out["dst"]] == [(0.2, "random"), (0.2, "momentum"),
+                                                                 (0.1, "random"), (0.1, "momentum")]
+    assert {"b/a uf100", "b/a uf400", "b/c uf100"} <= set(out["dst"][0])
+    assert_positive(out["baselines"] + out["dst"])
+
+
+def test_update_cost():
+    out = update_cost.main(TINY + ["--nets", "mlp", "--batch", "8", "--repeats", "1", "--test-per-class", "1"])
+    assert [(r["prune"], r["growth"]) for r in out["updates"]] == update_cost.CRITERIA
+    assert [r["after task"] for r in out["evals"]] == [1, 5, 9]
+    assert_positive(out["updates"] + out["evals"])
+
+
+def test_memory():
+    out = memory.main(["--device", "cpu", "--no-append", "--nets", "mlp", "--tasks", "2", "--batch", "8"])
+    rows = out["memory"]
+    assert [r["state"] for r in rows] == ["dense model alone", "dense training (Adam)", "2-task run"]
+    assert rows[-1]["mask bytes/weight/task"] == 1.0  # torch.bool masks
+    assert rows[-1]["state MB"] > rows[0]["state MB"]
+    assert_positive(rows[-1:], skip=("peak above idle MB",))
+
+
+def test_packing():
+    out = packing.main(TINY + ["--nets", "mlp", "--trials", "1", "2", "--batch", "8", "--rounds", "1"])
+    assert [(r["net"], r["trials"]) for r in out["packing"]] == [("mlp", 1), ("mlp", 2)]
+    assert [r["best packing (trials)"] in (1, 2) for r in out["projection"]] == [True]
+    assert_positive(out["packing"] + out["projection"])
+
+
+def test_scaling():
+    out = scaling.main(TINY + ["--net", "mlp", "--tasks", "2", "4", "--batch", "8", "--train-per-class", "2",
+                               "--test-per-class", "1", "--update-frequency", "2", "--rounds", "1"])
+    assert [r["tasks"] for r in out["runs"]] == [2, 4]
+    assert [r["tasks"] for r in out["bookkeeping"]] == [2, 4]
+    assert_positive(out["runs"] + out["bookkeeping"])
