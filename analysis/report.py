@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import figures, search, tables
 from analysis.data import STATUSES, Loaded, load_all
 from analysis.findings import NOISE_RULE, Best, Finding, best_configs, findings
-from cldst.results import ResultsError
+from cldst.results import ResultsError, check_writable
 
 USAGE_ERROR = 2
 
@@ -58,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if loaded.skipped else ""
             raise UsageError(f"no trial results yet under {', '.join(map(str, args.results))}{skipped}")
         out = args.out or default_out(args.results)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out}: exists and is not a folder")
+        try:  # a file in the way, no permission, a read-only or full disk: say so before writing anything
+            check_writable(out)
+        except ResultsError as err:
+            raise UsageError(f"--out: {err}") from None
     except (UsageError, ResultsError) as err:
         first_line = (str(err).splitlines() or [""])[0]  # Arrow's messages can run over several lines
         print(f"analysis.report: error: {first_line}", file=sys.stderr)

@@ -10,6 +10,8 @@ so a crafted file cannot run code on load.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -57,7 +59,12 @@ def load(path: str | os.PathLike, config: dict) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as err:  # unpickling refusals and corrupt files come as many exception types
+    except pickle.UnpicklingError as err:  # weights_only refused something that is not a tensor or container
+        refused = re.search(r"GLOBAL:? ([\w.]+)", str(err))  # torch's wording varies across versions
+        what = refused.group(1) if refused else "an object that is not a tensor or plain container"
+        raise CheckpointError(f"{path}: not a readable cldst checkpoint (it asks for {what}, which a cldst "
+                              f"checkpoint never holds; refused without running it)") from None
+    except Exception as err:  # truncated and corrupt files come as many exception types
         raise CheckpointError(f"{path}: not a readable cldst checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cldst checkpoint")

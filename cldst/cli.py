@@ -54,6 +54,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def fail(message: str, code: int = 2) -> None:
+    # One line, always: some library messages (torch's unpickling refusal, Arrow's) run over several.
+    message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
 

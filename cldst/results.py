@@ -200,7 +200,7 @@ def experiment_dirs(root: str | os.PathLike) -> list[Path]:
     """`root` itself if it is an experiment folder, else the experiment folders inside it."""
     root = Path(root)
     if not root.is_dir():
-        raise ResultsError(f"{root}: no such results directory")
+        raise ResultsError(f"{root}: {'a file, not a' if root.exists() else 'no such'} results directory")
     if any((root / kind).is_dir() for kind in KINDS):
         return [root]
     found = sorted(p for p in root.iterdir() if p.is_dir() and any((p / k).is_dir() for k in KINDS))

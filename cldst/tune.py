@@ -11,6 +11,7 @@ driver restart is in the trial's tasks part file, so a resumed sweep never dupli
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -60,20 +61,27 @@ def trainable(config: dict, bench: Benchmark) -> None:
 
 class ParquetCallback(tune.Callback):
     """Writes `tasks/part-<trial_id>.parquet` as tasks finish and `runs/part-<trial_id>.parquet`
-    when a trial ends, under `experiment_dir`; prints a short progress line for each."""
+    when a trial ends, under `experiment_dir`; prints a short progress line for each.
+
+    A write that fails (disk full, the folder gone, a part file spoiled by someone else) stops the sweep at
+    the end of Tune's step with a ResultsError: the task whose row failed is not recorded as checkpointed
+    (Tune drops a checkpoint whose callback raised), so a rerun relearns it rather than leave a gap.
+    """
 
     def __init__(self, experiment_dir: str | Path, experiment: str) -> None:
         self.experiment_dir = Path(experiment_dir)
         self.experiment = experiment
+        self.write_error: results.ResultsError | None = None
 
     def on_checkpoint(self, iteration: int, trials: list, trial: tune.experiment.Trial, checkpoint: tune.Checkpoint,
                       **info) -> None:
         """A task's row is written once Tune holds the task's checkpoint (rather than on its result): a
-        sweep interrupted at any point resumes each trial right after the last task in its Parquet."""
+        sweep interrupted at any point resumes each trial right after the last task in its Parquet, or, if
+        the driver died between this write and Tune saving its state, relearns that task and replaces its row."""
         result = trial.last_result  # the report that carried this checkpoint
         row = {**self._common(trial, result["node"]), **{name: result[name] for name in TASK_FIELDS},
                "created_at": results.now()}
-        results.upsert_task_rows(self.experiment_dir, trial.trial_id, [row])
+        self._io(results.upsert_task_rows, self.experiment_dir, trial.trial_id, [row])
         print(f"[{trial.trial_id}] task {result['tasks_done']}/{result['num_tasks']}: avg acc "
               f"{result['avg_acc']:.2f}, acc on this task {result['acc_current']:.2f}, capacity used "
               f"{result['capacity_used']:.3f}, {result['images_per_second']:.0f} img/s", flush=True)
@@ -84,6 +92,20 @@ class ParquetCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
         self._end(trial, error_message(trial))
 
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if self.write_error is not None:  # raised out of Tuner.fit, after Tune saved its state for this step
+            raise self.write_error
+
+    def _io(self, operation, *args):
+        try:
+            return operation(*args)
+        except (OSError, results.ResultsError) as err:
+            reason = f"{err.strerror or err}" if isinstance(err, OSError) else str(err)
+            self.write_error = results.ResultsError(
+                f"cannot write results under {self.experiment_dir} ({reason}); the sweep stopped with every "
+                f"file written so far intact: fix that, then rerun the same command to resume")
+            raise self.write_error from err
+
     def _common(self, trial: tune.experiment.Trial, node: str) -> dict:
         config = RunConfig.from_dict(trial.config).resolve().to_dict()
         return results.common_columns(config, self.experiment, trial.trial_id, node)
@@ -91,22 +113,39 @@ class ParquetCallback(tune.Callback):
     def _end(self, trial: tune.experiment.Trial, error: str | None) -> None:
         """The runs row, from the tasks rows on disk (they survive a driver restart)."""
         path = results.part_path(self.experiment_dir, "tasks", trial.trial_id)
-        rows = results.read_part(path, "tasks").to_pylist() if path.exists() else []
+        rows = self._io(results.read_part, path, "tasks").to_pylist() if path.exists() else []
         common = self._common(trial, rows[-1]["node"] if rows else "")
         status = "error" if error else "ok" if len(rows) == common["num_tasks"] else "stopped"
+        runs_path = results.part_path(self.experiment_dir, "runs", trial.trial_id)
+        if status == "ok" and runs_path.exists():
+            ended = self._io(results.read_part, runs_path, "runs").to_pylist()
+            if [(r["status"], r["tasks_done"]) for r in ended] == [("ok", len(rows))]:
+                # It had ended before the driver was killed, but Tune had not yet saved that: Tune resumed it
+                # from its last checkpoint, with nothing left to learn. Its row stands as written then.
+                print(f"[{trial.trial_id}] had ended ok before the restart", flush=True)
+                return
         run = results.run_row(common, [row["acc"] for row in rows], [row["fwt_acc"] for row in rows], status, error,
                               trial.last_result.get("time_total_s"))
-        results.write_part(self.experiment_dir, "runs", trial.trial_id, [run])
+        self._io(results.write_part, self.experiment_dir, "runs", trial.trial_id, [run])
         acc = f", avg acc {rows[-1]['avg_acc']:.2f}" if rows else ""  # after the last task: the final ACC
         print(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}"
               + (f": {error}" if error else ""), flush=True)
 
 
 def error_message(trial: tune.experiment.Trial) -> str:
-    """The trial's exception as 'Type: message' (Tune keeps it wrapped in a RayTaskError)."""
-    err = trial.get_pickled_error()
+    """The trial's latest exception as 'Type: message' (Tune keeps it wrapped in a RayTaskError).
+
+    Read from the driver's own copy first: Tune writes it just before `on_trial_error` but copies it to the
+    storage only at its next sync, so the storage may still hold none, or an earlier failure's."""
+    local = trial.pickled_error_file
+    if local and os.path.exists(local):
+        with open(local, "rb") as handle:
+            err = ray.cloudpickle.load(handle)
+    else:
+        err = trial.get_pickled_error()
     cause = getattr(err, "cause", None) or err
     if cause is not None:
         return f"{type(cause).__name__}: {cause}"
-    text = (trial.get_error() or "unknown error").strip().splitlines()
-    return text[-1] if text else "unknown error"
+    text = Path(trial.error_file).read_text() if trial.error_file and os.path.exists(trial.error_file) else ""
+    lines = (text or str(trial.get_error() or "")).strip().splitlines()
+    return lines[-1] if lines else "unknown error"

@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from cldst.cli import OneLineParser, fail
 from cldst.config import ConfigError, RunConfig
 from cldst.data import Benchmark, DataError, load_benchmark
-from cldst.results import KINDS, RUN_STATUSES, ResultsError, load
+from cldst.results import KINDS, RUN_STATUSES, ResultsError, check_writable, load
 
 AXES = ("sparse_init", "growth", "density", "update_frequency", "num_tasks")
 AXIS_TYPES = {"density": float, "update_frequency": int, "num_tasks": int}
@@ -77,10 +79,14 @@ def add_axis_options(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None
 
 
 def check_options(args: argparse.Namespace) -> None:
-    if args.gpus_per_trial < 0 or args.cpus_per_trial <= 0:
-        fail("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
-    if args.max_concurrent < 0 or args.max_failures < 0:
-        fail("--max-concurrent and --max-failures must be >= 0")
+    # Ray counts resources in steps of 0.0001: a smaller fraction would be 0
+    if not (math.isfinite(args.gpus_per_trial) and (args.gpus_per_trial == 0 or args.gpus_per_trial >= 1e-4)):
+        fail(f"--gpus-per-trial: must be 0 or a number >= 0.0001, got {args.gpus_per_trial:g}")
+    if not (math.isfinite(args.cpus_per_trial) and args.cpus_per_trial >= 1e-4):
+        fail(f"--cpus-per-trial: must be a number >= 0.0001, got {args.cpus_per_trial:g}")
+    for option, value in (("--max-concurrent", args.max_concurrent), ("--max-failures", args.max_failures)):
+        if value < 0:
+            fail(f"{option}: must be >= 0, got {value}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
         fail(f"--name: {args.name!r} may hold only letters, digits, '_', '.' and '-'")
 
@@ -124,6 +130,38 @@ def experiment(args: argparse.Namespace) -> Experiment:
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
     return Experiment(name, results_dir, storage)
+
+
+def check_paths(exp: Experiment) -> None:
+    """Fail before anything starts if the results folder, or a local --storage, cannot be written (a file in
+    the way, no permission, a read-only mount, a nearly full disk). Creates nothing."""
+    try:
+        check_writable(exp.results_dir)
+    except ResultsError as err:
+        fail(f"--results: {err}")
+    if "://" not in exp.storage:
+        try:
+            check_writable(exp.storage)
+        except ResultsError as err:
+            fail(f"--storage: {err}")
+
+
+def check_address(args: argparse.Namespace) -> None:
+    """A cluster address (--address, else $RAY_ADDRESS) must be host:port (or ray://host:port) and answer there;
+    Ray itself would retry an unreachable address for minutes."""
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    source = "--address" if args.address else "RAY_ADDRESS"
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # [IPv6]:port
+    if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        fail(f"{source}: {address!r} is not host:port (the head's GCS address, e.g. 10.0.0.5:6379), "
+             f"ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        fail(f"{source}: cannot reach {address} ({err.strerror or err}); is the Ray head running there?")
 
 
 def claim(exp: Experiment, spec: dict) -> None:
@@ -198,19 +236,42 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
         tune_config = tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
                                       **tune_options)
         tuner = tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    tuner.fit()
+    try:
+        tuner.fit()
+    except Exception as err:  # a results write failed (ParquetCallback): one line, not Tune's traceback
+        cause = _results_error(err)
+        if cause is None:
+            raise
+        fail(str(cause), code=1)
+
+
+def _results_error(err: BaseException | None) -> ResultsError | None:
+    """The ResultsError behind `err` (Tune re-raises a callback's exception as a TuneError around it)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ResultsError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def summarize(exp: Experiment, expected: int) -> int:
-    """Print where the Parquet is, the ok/error/stopped counts and the top 5 by final ACC; 1 if trials are left."""
+    """Print where the Parquet is, the ok/error/stopped counts, the files that are not results (a stray or
+    truncated file is listed, never merged) and the top 5 by final ACC; 1 if trials are left."""
     try:
-        runs = load(exp.results_dir).runs.to_pylist()
-    except ResultsError:
-        runs = []
+        loaded = load(exp.results_dir, on_bad="skip")
+        runs, skipped = loaded.runs.to_pylist(), loaded.skipped
+    except ResultsError:  # no tasks/ or runs/ folder yet: no trial got as far as its first task
+        runs, skipped = [], []
     counts = ", ".join(f"{sum(r['status'] == s for r in runs)} {s}" for s in RUN_STATUSES)
     print(f"\nParquet results: {exp.results_dir}/tasks and {exp.results_dir}/runs "
           f"(read them with cldst.results.load({str(exp.results_dir)!r}))")
     print(f"trials: {counts}, {len(runs)} of {expected} ended")
+    if skipped:
+        print(f"warning: {len(skipped)} file(s) in {exp.results_dir} are not readable cldst results; left out:")
+        for _path, reason in skipped:
+            print(f"  {reason}")
     for run_row in [r for r in runs if r["status"] == "error"][:5]:
         print(f"  error in {run_row['trial_id']}: {run_row['error']}")
     top = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r["acc"], reverse=True)[:5]

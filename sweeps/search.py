@@ -72,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     corners = [{**fixed, **dict(zip([*choices, *ranges], values, strict=True))}
                for values in itertools.product(*choices.values(), *ranges.values())]
     first = common.check_configs(corners)
-    if args.num_samples < 1 or not 1 <= args.grace_period <= first.num_tasks or args.reduction_factor <= 1:
-        common.fail(f"need --num-samples >= 1, 1 <= --grace-period <= {first.num_tasks} tasks, --reduction-factor > 1")
+    if args.num_samples < 1:
+        common.fail(f"--num-samples: must be >= 1, got {args.num_samples}")
+    if not 1 <= args.grace_period <= first.num_tasks:
+        common.fail(f"--grace-period: must be from 1 to {first.num_tasks} (tasks per trial), got {args.grace_period}")
+    if not args.reduction_factor > 1:  # NaN too
+        common.fail(f"--reduction-factor: must be > 1, got {args.reduction_factor:g}")
     print(f"{args.preset}: {args.num_samples} trials, {args.sampler} over "
           + ", ".join(f"{k} {{{' '.join(map(str, v))}}}" for k, v in choices.items())
           + f", density [{ranges['density'][0]:g}, {ranges['density'][1]:g}] (log), death_rate "
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     exp = common.experiment(args)
+    common.check_paths(exp)
+    common.check_address(args)
     bench = common.load_data(first, args)
     common.claim(exp, {"script": "search", "fixed": fixed, "choices": choices, "ranges": ranges,
                        "num_samples": args.num_samples, "sampler": args.sampler,

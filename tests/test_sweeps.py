@@ -10,14 +10,9 @@ import json
 import logging
 import os
 import re
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +20,7 @@ import optuna
 import pytest
 import ray
 from ray import tune
+from ray_cluster import LocalCluster, driver_env
 
 from cldst import continual, results
 from cldst import tune as cldst_tune
@@ -48,11 +44,6 @@ def local_ray():
 def quick(tmp_path: Path, name: str, epochs: int = 2, num_tasks: int = 2) -> list[str]:
     return ["--preset", "quick", "--epochs", str(epochs), "--num-tasks", str(num_tasks), "--name", name,
             "--results", str(tmp_path / name), "--storage", str(tmp_path / "ray")]
-
-
-def driver_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def by_key(table, key: tuple[str, ...]) -> dict:
@@ -203,53 +194,21 @@ def test_search_stops_weak_trials_early_and_keeps_its_study(local_ray, tmp_path,
     assert results.load(tmp_path / "search").runs.equals(loaded.runs)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_nodes(ray_bin: str, address: str, env: dict, count: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        status = subprocess.run([ray_bin, "status", f"--address={address}"], env=env, capture_output=True, text=True)
-        if len(re.findall(r"^\s*1 node_", status.stdout, flags=re.M)) >= count:
-            return
-        time.sleep(1)
-    pytest.fail(f"the local cluster did not reach {count} nodes: {status.stdout}{status.stderr}")
-
-
 @pytest.mark.cluster
 @pytest.mark.timeout(240)  # two raylets starting on a busy 2-core machine can take a while
 def test_a_two_node_local_cluster_runs_trials_on_both_nodes(tmp_path):
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    address = f"127.0.0.1:{free_port()}"
-    # One token for the head, the worker and the driver (Ray 2.59+ authenticates local clusters).
-    env = driver_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    started = []  # `ray start --block` in its own session: its process group holds every Ray process it starts
-
-    def start(*options: str) -> None:
-        log = open(tmp_path / f"node{len(started)}.log", "w")
-        started.append(subprocess.Popen([ray_bin, "start", "--block", "--num-cpus=1", *options], env=env,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-
-    ray_tmp = tempfile.mkdtemp(prefix="cldst-ray-")  # short: Ray's socket paths must fit in 107 bytes
-    try:
-        deadline = time.monotonic() + 90
-        start("--head", f"--port={address.split(':')[1]}", "--include-dashboard=false", f"--temp-dir={ray_tmp}")
-        wait_for_nodes(ray_bin, address, env, 1, deadline)
-        start(f"--address={address}")
-        wait_for_nodes(ray_bin, address, env, 2, deadline)
-        argv = [*quick(tmp_path, "cluster"), "--density", "0.1", "--growth", "random", "momentum",
-                "--address", address]
+    with LocalCluster(tmp_path) as cluster:
+        cluster.start_head()
+        cluster.wait_for_nodes(1)
+        cluster.add_node()
+        cluster.wait_for_nodes(2)
+        # Trials of a few seconds: 1-s trials can all finish on the first node before the second starts a worker.
+        argv = [*quick(tmp_path, "cluster", epochs=60), "--density", "0.1", "--growth", "random", "momentum",
+                "--address", cluster.address]
         driver = subprocess.run([sys.executable, str(REPO / "sweeps" / "full_grid.py"), *argv], cwd=tmp_path,
-                                env=env, capture_output=True, text=True, timeout=120)
-        assert driver.returncode == 0, driver.stdout + driver.stderr
-        loaded = results.load(tmp_path / "cluster")
-        assert len(loaded.runs) == 4 and set(loaded.runs.column("status").to_pylist()) == {"ok"}
-        node_ids = {node.rsplit("/", 1)[1] for node in loaded.tasks.column("node").to_pylist()}
-        assert len(node_ids) == 2, node_ids
-    finally:
-        for process in reversed(started):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+                                env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert driver.returncode == 0, driver.stdout + driver.stderr
+    loaded = results.load(tmp_path / "cluster")
+    assert len(loaded.runs) == 4 and set(loaded.runs.column("status").to_pylist()) == {"ok"}
+    node_ids = {node.rsplit("/", 1)[1] for node in loaded.tasks.column("node").to_pylist()}
+    assert len(node_ids) == 2, node_ids
