@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
+from typing import Any
 
 import numpy as np
 import torch
@@ -261,6 +263,25 @@ def tensor_bytes(tensors: object) -> int:
 
     visit(tensors)
     return sum(seen.values())
+
+
+def collect(queue: Any, procs: list[Any], count: int) -> list[Any]:
+    """`count` results that spawned processes put on `queue`, then join them; if one of them fails first,
+    end the others (they may be waiting at a barrier) and raise."""
+    results: list[Any] = []
+    while len(results) < count:
+        try:
+            results.append(queue.get(timeout=1.0))
+        except Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                for p in procs:
+                    if p.is_alive():
+                        p.terminate()
+                raise RuntimeError(f"a benchmark process failed with exit code {failed[0]}") from None
+    for p in procs:
+        p.join()
+    return results
 
 
 # ---------------------------------------------------------------- tables and RESULTS.md

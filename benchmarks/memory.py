@@ -65,9 +65,7 @@ def in_fresh_process(*args: object) -> int:
     queue = ctx.Queue()
     process = ctx.Process(target=_child, args=(queue, *args))
     process.start()
-    row = queue.get()
-    process.join()
-    return row
+    return common.collect(queue, [process], 1)[0]
 
 
 def row(net: str, state: str, parts: dict[str, int], tasks: int, maskable: int, peak: int, idle: int,

@@ -56,9 +56,7 @@ def pack(n: int, net: str, batch: int, device: torch.device, warmup: int, steps:
                                               rounds)) for _ in range(n)]
     for proc in procs:
         proc.start()
-    done = [queue.get() for _ in range(n * rounds)]
-    for proc in procs:
-        proc.join()
+    done = common.collect(queue, procs, n * rounds)
     best: Record = {}
     for round_ in range(rounds):
         runs = [d for d in done if d[0] == round_]
