@@ -185,6 +185,14 @@ def claim(exp: Experiment, spec: dict) -> None:
     path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
 
 
+def prepare(args: argparse.Namespace, first: RunConfig) -> tuple[Experiment, Benchmark]:
+    """Everything that can fail before Ray starts: results and storage paths, the address, the data."""
+    exp = experiment(args)
+    check_paths(exp)
+    check_address(args)
+    return exp, load_data(first, args)
+
+
 def load_data(first: RunConfig, args: argparse.Namespace) -> Benchmark:
     """The driver loads the data once (absolute path: trials run in their own folders); Tune ships it."""
     try:

@@ -48,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {' '.join(str(v) for v in values)}")
     if args.dry_run:
         return 0
-    exp = common.experiment(args)
-    common.check_paths(exp)
-    common.check_address(args)
-    bench = common.load_data(first, args)
+    exp, bench = common.prepare(args, first)
     common.claim(exp, {"script": "full_grid", "fixed": fixed, "axes": axes})
     print(f"results -> {exp.results_dir}; Ray state -> {exp.tune_path}", flush=True)
     common.start_ray(args)

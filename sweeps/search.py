@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{first.num_tasks} tasks, {first.epochs} epochs per task; ASHA on {METRIC} per task")
     if args.dry_run:
         return 0
-    exp = common.experiment(args)
-    common.check_paths(exp)
-    common.check_address(args)
-    bench = common.load_data(first, args)
+    exp, bench = common.prepare(args, first)
     common.claim(exp, {"script": "search", "fixed": fixed, "choices": choices, "ranges": ranges,
                        "num_samples": args.num_samples, "sampler": args.sampler,
                        "asha": [args.grace_period, args.reduction_factor]})
