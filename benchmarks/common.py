@@ -156,8 +156,9 @@ class Trainer:
 def make_trainer(net: str, batch_size: int, device: torch.device, bench: Benchmark, density: float | None = None,
                  growth: str = "random", prune: str = "magnitude", update_frequency: int = 100, task: int = 1,
                  num_tasks: int = 10, batches: Iterator[Batch] | None = None) -> Trainer:
-    """A trainer on task `task` (> 0, so isolation is live: tasks 0..task-1 own weights).
-    density=None: dense. `batches` replaces the device-resident input path."""
+    """A trainer on task `task`; with DST, tasks 0..task-1 have been through start_task/end_task first, so
+    for task > 0 they own weights and isolation is live. density=None: dense. `batches` replaces the
+    device-resident input path."""
     cfg = RunConfig(benchmark="cifar100", net=net, num_tasks=num_tasks, density=density or 0.2, growth=growth,
                     prune=prune, update_frequency=update_frequency, batch_size=batch_size,
                     device=device.type).resolve()
