@@ -31,9 +31,10 @@ def make_state(config: dict, next_task: int, model: torch.nn.Module, task_masks:
                results: list[dict]) -> dict:
     return {
         "format": FORMAT, "version": VERSION, "config": config, "next_task": next_task,
-        # copy=True: on CPU .cpu() would alias the live weights, and training would rewrite the checkpoint
+        # copy=True: on CPU .cpu() would alias the live weights, and training would rewrite the checkpoint.
+        # Finished tasks' masks are never written again, so on CPU they are shared, not copied every task.
         "model": {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()},
-        "task_masks": [{name: m.to("cpu", copy=True) for name, m in masks.items()} for masks in task_masks],
+        "task_masks": [{name: m.cpu() for name, m in masks.items()} for masks in task_masks],
         "results": results,
     }
 

@@ -148,7 +148,8 @@ def train(args: argparse.Namespace) -> None:
         if not args.quiet:
             print(f"  task {task} epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f}, train acc {train_acc:.2f}%")
 
-    done: list[continual.TaskResult] = []
+    # Every task learned, those before a --resume included: an error row needs the whole matrix so far.
+    done = [continual.TaskResult(**r) for r in state["results"]] if state else []
 
     def on_task_end(result: continual.TaskResult, state: dict) -> None:
         done.append(result)
@@ -156,8 +157,7 @@ def train(args: argparse.Namespace) -> None:
         print(f"task {result.task}: acc [{row}] avg {result.avg_acc:.2f} bwt {result.bwt:+.2f} "
               f"| {result.images_per_second:.0f} img/s, {result.train_seconds:.1f}s", flush=True)
         if out:
-            task_row = {k: v for k, v in asdict(result).items() if k != "best_epoch"}
-            results.upsert_task_rows(out, trial_id, [{**common, **task_row, "created_at": results.now()}])
+            results.upsert_task_rows(out, trial_id, [results.task_row(common, asdict(result))])
             checkpoint.save(state, out / "checkpoint.pt")
 
     started = time.perf_counter()

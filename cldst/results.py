@@ -80,6 +80,13 @@ def common_columns(config: dict, experiment: str, trial_id: str, node: str) -> d
     return row
 
 
+def task_row(common: dict, task_metrics: dict) -> dict:
+    """A `tasks` row: the common columns plus the schema's task metrics, picked by name from
+    `task_metrics` (a TaskResult as a dict, or a Tune result); other keys are ignored."""
+    names = [name for name in TASKS_SCHEMA.names if name not in common and name != "created_at"]
+    return {**common, **{name: task_metrics[name] for name in names}, "created_at": now()}
+
+
 def run_row(common: dict, acc_rows: list[list[float]], fwt_rows: list[list[float]], status: str,
             error: str | None, total_seconds: float | None) -> dict:
     """A `runs` row: the common columns, the run metrics of the tasks learned, and how it ended."""

@@ -25,8 +25,6 @@ from cldst.config import RunConfig
 from cldst.data import Benchmark
 
 CHECKPOINT_FILE = "state.pt"
-# TaskResult fields that make a `tasks` row (best_epoch is not part of the Parquet contract).
-TASK_FIELDS = [f.name for f in dataclasses.fields(continual.TaskResult) if f.name != "best_epoch"]
 
 
 def trainable(config: dict, bench: Benchmark) -> None:
@@ -50,7 +48,7 @@ def trainable(config: dict, bench: Benchmark) -> None:
             state = checkpoint.load(Path(folder) / CHECKPOINT_FILE, cfg.to_dict())
 
     def on_task_end(result: continual.TaskResult, task_state: dict) -> None:
-        metrics = {name: getattr(result, name) for name in TASK_FIELDS}
+        metrics = dataclasses.asdict(result)
         metrics.update(acc_current=result.acc[-1], tasks_done=result.task + 1, num_tasks=cfg.num_tasks, node=node)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(task_state, Path(folder) / CHECKPOINT_FILE)
@@ -79,8 +77,7 @@ class ParquetCallback(tune.Callback):
         sweep interrupted at any point resumes each trial right after the last task in its Parquet, or, if
         the driver died between this write and Tune saving its state, relearns that task and replaces its row."""
         result = trial.last_result  # the report that carried this checkpoint
-        row = {**self._common(trial, result["node"]), **{name: result[name] for name in TASK_FIELDS},
-               "created_at": results.now()}
+        row = results.task_row(self._common(trial, result["node"]), result)
         self._io(results.upsert_task_rows, self.experiment_dir, trial.trial_id, [row])
         print(f"[{trial.trial_id}] task {result['tasks_done']}/{result['num_tasks']}: avg acc "
               f"{result['avg_acc']:.2f}, acc on this task {result['acc_current']:.2f}, capacity used "
