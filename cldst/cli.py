@@ -34,7 +34,8 @@ ALIASES = {
     "keep_best_epoch": ["--keep_best_epoch"],
 }
 HELP = {
-    "benchmark": "cifar100 (default), cifar10, miniimagenet, digits (bundled), synthetic",
+    "benchmark": "cifar100 (default), cifar10, miniimagenet, tinyimagenet, mnist, fashion-mnist, digits (bundled), "
+                 "synthetic",
     "net": "resnet18, mobilenetv2, vgg16, lenet5, mlp (default: the benchmark's)",
     "class_order_seed": "permute the class order with this seed (default: label order)",
     "sparse_init": "uniform or ERK", "prune": "magnitude, SET or Taylor_FO",

@@ -1,5 +1,9 @@
 """Benchmarks as uint8 arrays (N, H, W, C), loaded once, and the class/task splits over them.
 
+Here: the registry of benchmarks, CIFAR (official python archives, and their download) and the
+built-in ones. MNIST-style IDX files are read in cldst.idx, image folders (miniImageNet,
+Tiny-ImageNet) in cldst.imagefolders; Benchmark and DataError live in cldst.benchmark.
+
 Everything here is numpy: the arrays are shipped once through Ray's object store and moved to
 the device by the training loop, which does augmentation and normalisation there. Tasks are
 label splits: after `select_classes`, task t holds labels [t*cpt, (t+1)*cpt).
@@ -16,64 +20,22 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
-import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from functools import partial
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from cldst import idx, imagefolders
+from cldst.benchmark import Benchmark, DataError, make_benchmark
 
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2 has no numpy._core
     from numpy.core.multiarray import _reconstruct
-
-
-class DataError(RuntimeError):
-    """Data missing or unusable; the one-line message says which file to put where, or what is wrong."""
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: field-wise == and hash are meaningless on arrays
-class Benchmark:
-    name: str
-    train_x: np.ndarray  # (N, H, W, C) uint8
-    train_y: np.ndarray  # (N,) int64 in 0..num_classes-1
-    test_x: np.ndarray
-    test_y: np.ndarray
-    num_classes: int
-    mean: tuple[float, ...]  # per channel, pixel/255 units, from train
-    std: tuple[float, ...]
-    crop_padding: int  # train-time random-crop padding
-    flip: bool  # train-time horizontal flip
-
-    @property
-    def channels(self) -> int:
-        return self.train_x.shape[3]
-
-    @property
-    def image_size(self) -> int:
-        return self.train_x.shape[1]
-
-
-def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    # A 256-bin histogram per channel gives exact mean/std without a float copy of the whole set.
-    values = np.arange(256) / 255.0
-    means, stds = [], []
-    for c in range(x.shape[-1]):
-        p = np.bincount(x[..., c].ravel(), minlength=256) / (x.size // x.shape[-1])
-        mean = float(p @ values)
-        means.append(mean)
-        stds.append(float(np.sqrt(p @ (values - mean) ** 2)))
-    return tuple(means), tuple(stds)
-
-
-def _benchmark(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-               num_classes: int, crop_padding: int, flip: bool) -> Benchmark:
-    mean, std = _channel_stats(train[0])
-    return Benchmark(name, train[0], np.asarray(train[1], np.int64), test[0], np.asarray(test[1], np.int64),
-                     num_classes, mean, std, crop_padding, flip)
 
 
 # ---------------------------------------------------------------- CIFAR (official python pickles)
@@ -178,105 +140,7 @@ def _load_cifar(name: str, root: Path) -> Benchmark:
     def stack(split: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         return (np.concatenate([batches[m][0] for m in split]), np.concatenate([batches[m][1] for m in split]))
 
-    return _benchmark(name, stack(spec.train), stack(spec.test), spec.num_classes, crop_padding=4, flip=True)
-
-
-# ---------------------------------------------------------------- miniImageNet (Kaggle zip of class folders)
-
-_MINI_ZIP, _MINI_DIR, _MINI_CACHE = "miniImageNet100.zip", "miniImageNet100", "miniImageNet100.cache-32.npz"
-_MINI_ZIP_README = "miniImageNet.zip"  # the name the reference's README tells users to give the Kaggle zip
-_MINI_SIZE = 32
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def _class_files(names: list[str]) -> dict[str, list[str]]:
-    # A class is the folder an image sits in, so "<class>/x.jpg" and "<top>/<class>/x.jpg" both work.
-    by_class: dict[str, list[str]] = {}
-    for name in sorted(names):
-        parts = PurePosixPath(name).parts
-        hidden = any(p.startswith((".", "__MACOSX")) for p in parts)
-        if len(parts) >= 2 and not hidden and name.lower().endswith(_IMAGE_SUFFIXES):
-            by_class.setdefault(parts[-2], []).append(name)
-    return dict(sorted(by_class.items()))
-
-
-def _decode_image(raw: bytes, source: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            rgb = image.convert("RGB").resize((_MINI_SIZE, _MINI_SIZE), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot decode image {source} ({e})") from e
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _decode_miniimagenet(source: Path) -> dict[str, np.ndarray]:
-    if source.is_dir():
-        by_class = _class_files([p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()])
-        images = [_decode_image((source / n).read_bytes(), str(source / n)) for f in by_class.values() for n in f]
-    else:
-        try:
-            with zipfile.ZipFile(source) as zf:
-                by_class = _class_files([i.filename for i in zf.infolist() if not i.is_dir()])
-                images = [_decode_image(zf.read(n), f"{source}:{n}") for f in by_class.values() for n in f]
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise DataError(f"{source} is truncated or corrupt ({e}); download it again") from e
-    if len(by_class) < 2:
-        raise DataError(f"{source} holds no class folders of images (<class>/*.jpg or <top>/<class>/*.jpg)")
-    sizes = [len(files) for files in by_class.values()]
-    x, y = np.stack(images), np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-    # Held-out split: seeded, 100 per class (fewer for a small class), chosen here rather than by moving
-    # the user's files as the reference does.
-    rng = np.random.default_rng(0)
-    test = np.zeros(len(y), dtype=bool)
-    for start, n in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
-        test[start + rng.permutation(n)[: min(100, n // 5)]] = True
-    return {"train_x": x[~test], "train_y": y[~test], "test_x": x[test], "test_y": y[test],
-            "classes": np.asarray(list(by_class))}
-
-
-def _newest_mtime(source: Path) -> float:
-    return max(p.stat().st_mtime for p in [source, *source.rglob("*")]) if source.is_dir() else source.stat().st_mtime
-
-
-def _read_cache(cache: Path, source: Path) -> dict[str, np.ndarray] | None:
-    if not cache.is_file() or cache.stat().st_mtime < _newest_mtime(source):
-        return None
-    try:
-        with np.load(cache) as npz:
-            return {k: npz[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # unreadable cache: rebuild it
-        return None
-
-
-def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
-    # temp file + os.replace, so a crash or a concurrent reader never sees half a cache
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, cache)
-    except OSError as e:  # e.g. a read-only data mount: the arrays are still good, only the cache is lost
-        Path(tmp).unlink(missing_ok=True)
-        print(f"warning: could not write the cache {cache} ({e})", file=sys.stderr)
-
-
-def _load_miniimagenet(root: Path) -> Benchmark:
-    folder, archive, cache = root / _MINI_DIR, root / _MINI_ZIP, root / _MINI_CACHE
-    archives = [a for a in (archive, root / _MINI_ZIP_README) if a.is_file()]
-    source = folder if folder.is_dir() else archives[0] if archives else None
-    if source is None:
-        raise DataError(f"miniimagenet not found: put the Kaggle archive at {archive} (or {_MINI_ZIP_README}), "
-                        f"or its extracted class folders "
-                        f"as {folder}/<class>/*.jpg")
-    arrays = _read_cache(cache, source)
-    if arrays is None:
-        print(f"decoding {source} to {_MINI_SIZE}x{_MINI_SIZE} once; cached in {cache}", file=sys.stderr)
-        arrays = _decode_miniimagenet(source)
-        _write_cache(cache, arrays)
-    return _benchmark("miniimagenet", (arrays["train_x"], arrays["train_y"]), (arrays["test_x"], arrays["test_y"]),
-                      len(arrays["classes"]), crop_padding=4, flip=True)
+    return make_benchmark(name, stack(spec.train), stack(spec.test), spec.num_classes, crop_padding=4, flip=True)
 
 
 # ---------------------------------------------------------------- built-in small benchmarks
@@ -289,7 +153,7 @@ def _load_digits(root: Path) -> Benchmark:
     x = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., None]  # 0..16 grey levels -> 0..255
     y = digits.target
     train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
-    return _benchmark("digits", (x[train], y[train]), (x[test], y[test]), 10, crop_padding=1, flip=False)
+    return make_benchmark("digits", (x[train], y[train]), (x[test], y[test]), 10, crop_padding=1, flip=False)
 
 
 def _load_synthetic(root: Path) -> Benchmark:
@@ -303,15 +167,23 @@ def _load_synthetic(root: Path) -> Benchmark:
         x = prototypes[y] + rng.normal(0, 180, size=(len(y), 8, 8, 1))
         return np.clip(np.rint(x), 0, 255).astype(np.uint8), y
 
-    return _benchmark("synthetic", sample(120), sample(40), 10, crop_padding=0, flip=False)
+    return make_benchmark("synthetic", sample(120), sample(40), 10, crop_padding=0, flip=False)
 
 
 _LOADERS: dict[str, Callable[[Path], Benchmark]] = {
-    "cifar10": lambda root: _load_cifar("cifar10", root),
-    "cifar100": lambda root: _load_cifar("cifar100", root),
-    "miniimagenet": _load_miniimagenet,
+    "cifar10": partial(_load_cifar, "cifar10"),
+    "cifar100": partial(_load_cifar, "cifar100"),
+    "miniimagenet": imagefolders.load_miniimagenet,
+    "tinyimagenet": imagefolders.load_tinyimagenet,
+    **{name: partial(idx.load, name) for name in idx.FOLDERS},
     "digits": _load_digits,
     "synthetic": _load_synthetic,
+}
+# What to put under the data root for the benchmarks that cannot be downloaded and are not built in.
+_WHERE: dict[str, Callable[[Path], str]] = {
+    "miniimagenet": imagefolders.where_miniimagenet,
+    "tinyimagenet": imagefolders.where_tinyimagenet,
+    **{name: partial(idx.where, name) for name in idx.FOLDERS},
 }
 
 
@@ -362,9 +234,8 @@ def download(name: str, root: str | os.PathLike) -> Path:
     """Fetch the official CIFAR archive into root (md5-checked, written atomically); returns its path."""
     root = Path(root).expanduser()
     if name not in _CIFAR:
-        raise DataError(f"cannot download {name!r}: only {', '.join(DOWNLOADABLE)} can be downloaded; for "
-                        f"miniimagenet put the Kaggle {_MINI_ZIP} (or its extracted {_MINI_DIR}/ folder) in {root}; "
-                        "digits and synthetic are built in")
+        hint = _WHERE[name](root) if name in _WHERE else "digits and synthetic are built in"
+        raise DataError(f"cannot download {name!r}: only {', '.join(DOWNLOADABLE)} can be downloaded; {hint}")
     spec = _CIFAR[name]
     final = root / spec.archive
     url = f"https://www.cs.toronto.edu/~kriz/{spec.archive}"

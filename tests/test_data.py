@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cldst import data
+from cldst import data, imagefolders
 from cldst.data import DataError, load_benchmark, select_classes, task_indices
 
 
@@ -224,8 +224,9 @@ def test_miniimagenet_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
     archive = _write_mini(tmp_path, "zip-top-folder")
     first = load_benchmark("miniimagenet", tmp_path)
     decoded = []
-    real_decode = data._decode_image
-    monkeypatch.setattr(data, "_decode_image", lambda raw, source: decoded.append(source) or real_decode(raw, source))
+    real_decode = imagefolders._decode_image
+    monkeypatch.setattr(imagefolders, "_decode_image", lambda raw, source, size: decoded.append(source)
+                        or real_decode(raw, source, size))
     again = load_benchmark("miniimagenet", tmp_path)
     assert decoded == [] and np.array_equal(again.train_x, first.train_x)
     newer = (tmp_path / "miniImageNet100.cache-32.npz").stat().st_mtime + 10
@@ -265,8 +266,8 @@ def test_synthetic_is_deterministic_and_learnable_but_not_trivial():
 
 
 def test_unknown_benchmark():
-    with pytest.raises(DataError, match="unknown benchmark 'mnist'"):
-        load_benchmark("mnist")
+    with pytest.raises(DataError, match="unknown benchmark 'imagenet21k'"):
+        load_benchmark("imagenet21k")
 
 
 # ---------------------------------------------------------------- class order and tasks
