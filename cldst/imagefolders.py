@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import tempfile
 import zipfile
@@ -105,12 +106,14 @@ def _read_cache(cache: Path, source: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+def _write_cache(cache: Path, arrays: dict[str, np.ndarray], source: Path) -> None:
     # temp file + os.replace, so a crash or a concurrent reader never sees half a cache
     fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        # mkstemp makes it owner-only; whoever may read the source may read its decoded copy
+        os.chmod(tmp, stat.S_IMODE(source.stat().st_mode) & 0o666)
         os.replace(tmp, cache)
     except OSError as e:  # e.g. a read-only data mount: the arrays are still good, only the cache is lost
         Path(tmp).unlink(missing_ok=True)
@@ -122,7 +125,7 @@ def _cached(source: Path, cache: Path, decode: Callable[[Path], dict[str, np.nda
     if arrays is None:
         print(f"decoding {source} once; cached in {cache}", file=sys.stderr)
         arrays = decode(source)
-        _write_cache(cache, arrays)
+        _write_cache(cache, arrays, source)
     return arrays
 
 
@@ -150,7 +153,7 @@ def _decode_miniimagenet(source: Path) -> dict[str, np.ndarray]:
         if len(by_class) < 2:
             raise DataError(f"{source} holds no class folders of images (<class>/*.jpg or <top>/<class>/*.jpg)")
         x = _decode_images(files, [name for names in by_class.values() for name in names], MINI_SIZE)
-    sizes = [len(files) for files in by_class.values()]
+    sizes = [len(names) for names in by_class.values()]
     y = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
     # Held-out split: seeded, 100 per class (fewer for a small class), chosen here rather than by moving
     # the user's files as the reference does.

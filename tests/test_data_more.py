@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import sys
 import zipfile
 from pathlib import Path
@@ -242,6 +243,7 @@ def test_tinyimagenet_cache_is_reused_refreshed_and_never_unpickled(tmp_path, mo
     again = load_benchmark("tinyimagenet", tmp_path)
     assert decoded == [] and np.array_equal(again.train_x, first.train_x)
     cache = tmp_path / "tiny-imagenet-200.cache-64.npz"
+    assert stat.S_IMODE(cache.stat().st_mode) == stat.S_IMODE(archive.stat().st_mode) & 0o666
     newer = cache.stat().st_mtime + 10
     os.utime(archive, (newer, newer))
     rebuilt = load_benchmark("tinyimagenet", tmp_path)
