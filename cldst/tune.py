@@ -11,6 +11,7 @@ driver restart is in the trial's tasks part file, so a resumed sweep never dupli
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import tempfile
@@ -25,6 +26,7 @@ from cldst.config import RunConfig
 from cldst.data import Benchmark
 
 CHECKPOINT_FILE = "state.pt"
+log = logging.getLogger(__name__)  # one line per task and per ended trial; the sweep sends it on
 
 
 def trainable(config: dict, bench: Benchmark) -> None:
@@ -59,7 +61,7 @@ def trainable(config: dict, bench: Benchmark) -> None:
 
 class ParquetCallback(tune.Callback):
     """Writes `tasks/part-<trial_id>.parquet` as tasks finish and `runs/part-<trial_id>.parquet`
-    when a trial ends, under `experiment_dir`; prints a short progress line for each.
+    when a trial ends, under `experiment_dir`; logs a short line for each (logger `cldst.tune`).
 
     A write that fails (disk full, the folder gone, a part file spoiled by someone else) stops the sweep at
     the end of Tune's step with a ResultsError: the task whose row failed is not recorded as checkpointed
@@ -79,9 +81,9 @@ class ParquetCallback(tune.Callback):
         result = trial.last_result  # the report that carried this checkpoint
         row = results.task_row(self._common(trial, result["node"]), result)
         self._io(results.upsert_task_rows, self.experiment_dir, trial.trial_id, [row])
-        print(f"[{trial.trial_id}] task {result['tasks_done']}/{result['num_tasks']}: avg acc "
-              f"{result['avg_acc']:.2f}, acc on this task {result['acc_current']:.2f}, capacity used "
-              f"{result['capacity_used']:.3f}, {result['images_per_second']:.0f} img/s", flush=True)
+        log.info(f"[{trial.trial_id}] task {result['tasks_done']}/{result['num_tasks']}: avg acc "
+                 f"{result['avg_acc']:.2f}, acc on this task {result['acc_current']:.2f}, capacity used "
+                 f"{result['capacity_used']:.3f}, {result['images_per_second']:.0f} img/s")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
         self._end(trial, None)
@@ -119,14 +121,14 @@ class ParquetCallback(tune.Callback):
             if [(r["status"], r["tasks_done"]) for r in ended] == [("ok", len(rows))]:
                 # It had ended before the driver was killed, but Tune had not yet saved that: Tune resumed it
                 # from its last checkpoint, with nothing left to learn. Its row stands as written then.
-                print(f"[{trial.trial_id}] had ended ok before the restart", flush=True)
+                log.info(f"[{trial.trial_id}] had ended ok before the restart")
                 return
         run = results.run_row(common, [row["acc"] for row in rows], [row["fwt_acc"] for row in rows], status, error,
                               trial.last_result.get("time_total_s"))
         self._io(results.write_part, self.experiment_dir, "runs", trial.trial_id, [run])
         acc = f", avg acc {rows[-1]['avg_acc']:.2f}" if rows else ""  # after the last task: the final ACC
-        print(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}"
-              + (f": {error}" if error else ""), flush=True)
+        log.info(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}"
+                 + (f": {error}" if error else ""))
 
 
 def error_message(trial: tune.experiment.Trial) -> str:

@@ -13,12 +13,15 @@ environment (RAY_AUTH_TOKEN, or ~/.ray/auth_token).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
 import os
 import re
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,14 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a failed trial from its last task checkpoint (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit; starts nothing")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the per-task lines (always in <results>/sweep.log)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="when stdout is not a terminal, one progress line every SECONDS (default 30)")
+    p.add_argument("--mlflow", metavar="URI", help="also log to MLflow at this tracking URI (file:..., http://...); "
+                                                   "needs pip install 'cldst[mlflow]'")
+    p.add_argument("--wandb", metavar="PROJECT", help="also log to this Weights & Biases project "
+                                                      "(WANDB_MODE=offline works); needs pip install 'cldst[wandb]'")
     return p
 
 
@@ -89,6 +100,14 @@ def check_options(args: argparse.Namespace) -> None:
             fail(f"{option}: must be >= 0, got {value}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
         fail(f"--name: {args.name!r} may hold only letters, digits, '_', '.' and '-'")
+    if not (math.isfinite(args.progress_every) and args.progress_every > 0):
+        fail(f"--progress-every: must be a number of seconds > 0, got {args.progress_every:g}")
+    for option, package in (("--mlflow", "mlflow"), ("--wandb", "wandb")):
+        value = getattr(args, package)
+        if value is not None and not value.strip():
+            fail(f"{option}: must not be empty")
+        if value is not None and importlib.util.find_spec(package) is None:
+            fail(f"{option}: the {package} package is not installed; pip install 'cldst[{package}]' (or {package})")
 
 
 def axes(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, list]:
@@ -162,6 +181,77 @@ def check_address(args: argparse.Namespace) -> None:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as err:
         fail(f"{source}: cannot reach {address} ({err.strerror or err}); is the Ray head running there?")
+    if not address.startswith("ray://"):  # Ray Client answers on another protocol; it checks the token itself
+        check_token(address, source)
+
+
+PROBE_SECONDS = 15
+TOKEN_HELP = ("put the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (on the head: ray get-auth-token); "
+              "see the README's security notes")
+
+
+def token_source() -> str | None:
+    """Where Ray would read an auth token from, in its own order (RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH,
+    ~/.ray/auth_token), or None if there is none."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    return str(path) if path.is_file() and path.read_text().strip() else None
+
+
+def check_token(address: str, source: str) -> None:
+    """Join a cluster that requires a token with the token at hand, without further settings: if the GCS refuses
+    a driver without one and a token is available, set RAY_AUTH_MODE=token for this driver. No token, or one the
+    cluster refuses: one line, exit 2. Each probe is a short subprocess (Ray keeps its auth mode per process),
+    bounded in time."""
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    token = token_source()
+    if mode == "token":
+        answer = _probe_gcs(address, "token")
+    else:
+        answer = _probe_gcs(address, "disabled")
+        if answer == "refused" and token and mode != "disabled":
+            answer = _probe_gcs(address, "token")
+            if answer == "ok":
+                os.environ["RAY_AUTH_MODE"] = "token"
+                from ray._raylet import Config
+
+                Config.initialize("")  # Ray caches its settings per process; make this driver read the new mode
+                return
+    if answer == "ok":
+        return
+    if answer == "timeout":
+        fail(f"{source}: {address} does not answer as a Ray head (GCS) within {PROBE_SECONDS} s; is that the "
+             f"head's GCS port (6379 by default)?")
+    if mode == "disabled":
+        fail(f"{source}: the cluster at {address} requires a token, and RAY_AUTH_MODE=disabled here; unset it and "
+             + TOKEN_HELP)
+    if token:
+        fail(f"{source}: the cluster at {address} refuses the token from {token}; " + TOKEN_HELP)
+    fail(f"{source}: the cluster at {address} requires a token and none is set here; " + TOKEN_HELP)
+
+
+_PROBE = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1])
+except AuthenticationError:
+    sys.exit(3)
+"""
+
+
+def _probe_gcs(address: str, mode: str) -> str:
+    """'refused' (the GCS wants a token this driver lacks), 'timeout', or 'ok' (anything else: Ray's own
+    start-up reports it), as a driver in auth `mode` sees it."""
+    env = {**os.environ, "RAY_AUTH_MODE": mode}
+    try:
+        probe = subprocess.run([sys.executable, "-c", _PROBE, address], env=env, capture_output=True,
+                               timeout=PROBE_SECONDS)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return "refused" if probe.returncode == 3 else "ok"
 
 
 def claim(exp: Experiment, spec: dict) -> None:
@@ -217,40 +307,74 @@ def start_ray(args: argparse.Namespace) -> None:
         ray.init(address=address, runtime_env={"py_modules": [str(Path(cldst.__file__).parent)]}, **quiet)
     else:
         ray.init(address="local", include_dashboard=False, **quiet)
+        protect_token_file()
 
 
-def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, **tune_options: object) -> None:
+def protect_token_file() -> None:
+    """Ray (2.59+) creates ~/.ray/auth_token for a local Ray with the default umask, often readable by every
+    user of the machine; the token lets anyone who can reach the ports run code, so only its owner may read it."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if path.is_file() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
+def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, tasks: int | None = None,
+        **tune_options: object) -> None:
     """Start the sweep, or resume it where `exp.tune_path` holds its state: finished trials are kept,
     unfinished ones continue from their last task checkpoint, failed ones stay failed.
 
+    `tasks`: how many tasks the whole sweep learns, for the progress view (default: estimated as trials start).
     `tune_options` go to `tune.TuneConfig` (search_alg, scheduler, num_samples) when the sweep starts.
     """
     from ray import tune
 
     from cldst.tune import ParquetCallback, trainable
+    from sweeps.progress import SweepProgress, task_log
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables (verbose=0): our view replaces them
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
     fn = tune.with_resources(tune.with_parameters(trainable, bench=bench), resources)
+    progress = SweepProgress(exp.name, every=args.progress_every, tasks=tasks)
+    callbacks = [ParquetCallback(exp.results_dir, exp.name), progress, *logger_callbacks(args, exp)]
     if tune.Tuner.can_restore(exp.tune_path):
         print(f"resuming {exp.name} from {exp.tune_path}", flush=True)
         tuner = tune.Tuner.restore(exp.tune_path, fn, resume_unfinished=True, param_space=param_space)
+        # Tune restores the callbacks pickled by the first run; this run's options (--verbose, --mlflow, ...) win.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
     else:
         run_config = tune.RunConfig(
-            name=exp.name, storage_path=exp.storage, verbose=0,
-            callbacks=[ParquetCallback(exp.results_dir, exp.name)],
+            name=exp.name, storage_path=exp.storage, verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
         # Reusing a trial's actor for the next one saves a process start and the torch import per trial.
         tune_config = tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
                                       **tune_options)
         tuner = tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    try:
-        tuner.fit()
-    except Exception as err:  # a results write failed (ParquetCallback): one line, not Tune's traceback
-        cause = _results_error(err)
-        if cause is None:
-            raise
-        fail(str(cause), code=1)
+    with task_log(exp.results_dir, args.verbose):
+        try:
+            tuner.fit()
+        except Exception as err:  # a results write failed (ParquetCallback): one line, not Tune's traceback
+            cause = _results_error(err)
+            if cause is None:
+                raise
+            fail(str(cause), code=1)
+        finally:
+            progress.close()
+
+
+def logger_callbacks(args: argparse.Namespace, exp: Experiment) -> list:
+    """Ray Tune's MLflow and W&B loggers, as asked (check_options made sure their packages are there). Tune's
+    own CSV, JSON and TensorBoard loggers always run: <storage>/<name>/<trial>/ holds their files."""
+    callbacks = []
+    if args.mlflow:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=args.mlflow, experiment_name=exp.name))
+    if args.wandb:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        callbacks.append(WandbLoggerCallback(project=args.wandb, group=exp.name))
+    return callbacks
 
 
 def _results_error(err: BaseException | None) -> ResultsError | None:

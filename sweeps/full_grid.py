@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/full_grid.py` from a checkout
 
+from cldst.config import RunConfig  # noqa: E402
 from sweeps import common  # noqa: E402
 
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray import tune
 
     param_space = {**fixed, **{name: tune.grid_search(values) for name, values in axes.items()}}
-    common.run(args, exp, bench, param_space)
+    tasks = sum(RunConfig.from_dict(point).resolve().num_tasks for point in points)  # the splits may differ
+    common.run(args, exp, bench, param_space, tasks=tasks)
     return common.summarize(exp, len(points))
 
 

@@ -71,6 +71,10 @@ def test_quick_grid_writes_exactly_the_expected_rows(local_ray, tmp_path, capsys
         assert 0 < t["capacity_used"] <= 1 and t["images_per_second"] > 0 and t["node"]
     assert f"Parquet results: {tmp_path / 'e2e'}/tasks" in out
     assert "4 ok, 0 error, 0 stopped" in out and "top configurations by final ACC" in out
+    # stdout is no terminal here: plain progress lines, the last one at the end; the per-task lines go to the log.
+    assert "[e2e] tasks 8/8 | trials 4 ok, 0 running, 0 pending, 0 error, 0 stopped" in out
+    log = (tmp_path / "e2e" / "sweep.log").read_text()
+    assert "task 2/2: avg acc" not in out and log.count("task 2/2: avg acc") == 4 and log.count("ok after 2/2") == 4
     # Tune's view: one report per task learned, so training_iteration == tasks learned.
     trial_results = list((tmp_path / "ray" / "e2e").glob("*/result.json"))
     assert len(trial_results) == 4
@@ -139,7 +143,7 @@ def test_a_retried_trial_continues_from_its_last_task_checkpoint(local_ray, tmp_
 
 def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(local_ray, tmp_path):
     argv = [*quick(tmp_path, "resume", epochs=6, num_tasks=5), "--growth", "random", "--density", "0.1", "0.05",
-            "--max-concurrent", "1"]
+            "--max-concurrent", "1", "--verbose"]  # --verbose: the per-task lines on stdout too
     driver = subprocess.Popen([sys.executable, str(REPO / "sweeps" / "full_grid.py"), *argv], cwd=tmp_path,
                               env=driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
