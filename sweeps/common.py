@@ -206,6 +206,8 @@ def check_token(address: str, source: str) -> None:
     bounded in time."""
     mode = os.environ.get("RAY_AUTH_MODE", "").lower()
     token = token_source()
+    if mode == "token" and not token:  # Ray itself would abort on the first call
+        fail(f"{source}: RAY_AUTH_MODE=token, but no token is set here; " + TOKEN_HELP)
     if mode == "token":
         answer = _probe_gcs(address, "token")
     else:
@@ -280,7 +282,22 @@ def prepare(args: argparse.Namespace, first: RunConfig) -> tuple[Experiment, Ben
     exp = experiment(args)
     check_paths(exp)
     check_address(args)
+    check_mlflow(args)
     return exp, load_data(first, args)
+
+
+def check_mlflow(args: argparse.Namespace) -> None:
+    """Open the --mlflow store now, so that a URI MLflow refuses (an unknown scheme; a `file:` store, which MLflow
+    3.x keeps only with MLFLOW_ALLOW_FILE_STORE=true) fails before Ray starts. A good URI's store is created."""
+    if not args.mlflow:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=args.mlflow)
+    except MlflowException as err:
+        fail(f"--mlflow: {args.mlflow}: {' '.join(str(err).split())}")
 
 
 def load_data(first: RunConfig, args: argparse.Namespace) -> Benchmark:

@@ -284,6 +284,12 @@ SHARED = {  # argv after `--preset quick` (for search: also `--num-samples 2`)
     "update-frequency 0": ("--update-frequency 0", "update_frequency"),
     "update-frequency fraction": ("--update-frequency 2.5", "--update-frequency"),
     "update-frequency narrowed to nothing": ("--update-frequency", "--update-frequency"),
+    "progress-every 0": ("--progress-every 0", "--progress-every: must be a number of seconds > 0"),
+    "progress-every nan": ("--progress-every nan", "--progress-every"),
+    "progress-every text": ("--progress-every often", "--progress-every"),
+    "mlflow without a URI": ("--mlflow", "--mlflow"),
+    "mlflow empty": (["--mlflow", ""], "--mlflow: must not be empty"),
+    "wandb empty": (["--wandb", " "], "--wandb: must not be empty"),
 }
 
 FULL_GRID = {  # options only full_grid.py has, or takes differently
