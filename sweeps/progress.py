@@ -204,6 +204,14 @@ class _Stdout(logging.StreamHandler):
         super().emit(record)
 
 
+class _LogFile(logging.FileHandler):
+    """The per-task log; a line it cannot write (a full disk) is dropped, not a traceback: the Parquet writer
+    reports that failure in one line and stops the sweep."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextmanager
 def task_log(results_dir: Path, verbose: bool) -> Iterator[Path]:
     """Send the per-task lines to `<results_dir>/sweep.log` (appended; timestamped) and, if `verbose`,
@@ -211,7 +219,7 @@ def task_log(results_dir: Path, verbose: bool) -> Iterator[Path]:
     path = Path(results_dir) / "sweep.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(TASK_LOGGER)
-    to_file = logging.FileHandler(path)
+    to_file = _LogFile(path)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     handlers = [to_file, _Stdout()] if verbose else [to_file]
     level, propagate = logger.level, logger.propagate
