@@ -33,15 +33,23 @@ def trainable(config: dict, bench: Benchmark) -> None:
     """One trial: learn the tasks of `config` (RunConfig fields), reporting after each task.
 
     Metrics per report: the TaskResult fields (task, acc, avg_acc, bwt, capacity_used, ...),
-    plus acc_current (accuracy on the task just learned), tasks_done, num_tasks and node (the
-    hostname and Ray node id of the worker). Exceptions (a TrainingError on a NaN loss, ...)
-    propagate, so Tune records the trial as failed with their message.
+    plus acc_current (accuracy on the task just learned), tasks_done, num_tasks, node (the
+    hostname and Ray node id of the worker), device and gpu_memory_fraction (the cap on a shared
+    GPU, else None). Exceptions (a TrainingError on a NaN loss, ...) propagate, so Tune records
+    the trial as failed with their message.
+
+    A trial holding a fraction f < 1 of a GPU may allocate at most f of its memory: the share Ray
+    counts is logical only, and without the cap one trial's growth would starve its neighbours.
     """
     cfg = RunConfig.from_dict(config).resolve()
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    resources = tune.get_context().get_trial_resources().required_resources
+    torch.set_num_threads(max(1, int(resources.get("CPU", 1))))
     if cfg.device == "auto":  # Ray makes only the trial's GPUs visible; a trial without one trains on the CPU
         cfg = dataclasses.replace(cfg, device="cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+    share = resources.get("GPU", 0) if cfg.device == "cuda" else 0
+    cap = share if 0 < share < 1 else None
+    if cap is not None:
+        torch.cuda.set_per_process_memory_fraction(cap, torch.cuda.current_device())
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()}"
     state = None
     saved = tune.get_checkpoint()
@@ -51,12 +59,22 @@ def trainable(config: dict, bench: Benchmark) -> None:
 
     def on_task_end(result: continual.TaskResult, task_state: dict) -> None:
         metrics = dataclasses.asdict(result)
-        metrics.update(acc_current=result.acc[-1], tasks_done=result.task + 1, num_tasks=cfg.num_tasks, node=node)
+        metrics.update(acc_current=result.acc[-1], tasks_done=result.task + 1, num_tasks=cfg.num_tasks, node=node,
+                       device=cfg.device, gpu_memory_fraction=cap)
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(task_state, Path(folder) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    continual.run(cfg, bench, continual.Hooks(on_task_end=on_task_end), state)
+    try:
+        continual.run(cfg, bench, continual.Hooks(on_task_end=on_task_end), state)
+    except torch.cuda.OutOfMemoryError as err:
+        if cap is None:
+            raise
+        gib = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+        raise continual.TrainingError(
+            f"out of CUDA memory within this trial's share of the GPU (--gpus-per-trial {cap:g}: {cap * gib:.1f} of "
+            f"{gib:.1f} GiB); pass a larger --gpus-per-trial (fewer trials per GPU) "
+            f"({str(err).splitlines()[0][:160]})") from err
 
 
 class ParquetCallback(tune.Callback):

@@ -335,6 +335,10 @@ def protect_token_file() -> None:
         path.chmod(0o600)
 
 
+# Task checkpoints Tune keeps per trial: a trial resumes from its last one only.
+CHECKPOINTS_KEPT: int | None = 1
+
+
 def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, tasks: int | None = None,
         **tune_options: object) -> None:
     """Start the sweep, or resume it where `exp.tune_path` holds its state: finished trials are kept,
@@ -362,9 +366,13 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
         run_config = tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
-        # Reusing a trial's actor for the next one saves a process start and the torch import per trial.
-        tune_config = tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT))
+        # Reusing a CPU trial's actor for the next one saves a process start and the torch import per trial. A GPU
+        # trial gets a fresh process instead: a reused one would carry the CUDA caching allocator's blocks, the
+        # CUDA context, cuDNN's workspaces and the memory cap of the trial before it (empty_cache frees only the
+        # first), and a trial of minutes to hours does not miss the seconds a process start costs.
+        tune_config = tune.TuneConfig(max_concurrent_trials=args.max_concurrent or None,
+                                      reuse_actors=args.gpus_per_trial == 0,
                                       **tune_options)
         tuner = tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
     with task_log(exp.results_dir, args.verbose):

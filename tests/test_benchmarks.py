@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import common, memory, packing, scaling, throughput, update_cost
+from benchmarks import common, gpu_check, memory, packing, scaling, throughput, update_cost
 
 TINY = ["--device", "cpu", "--no-append", "--warmup", "1", "--steps", "1"]
 
@@ -75,3 +75,40 @@ def test_scaling():
     assert [r["tasks"] for r in out["runs"]] == [2, 4]
     assert [r["tasks"] for r in out["bookkeeping"]] == [2, 4]
     assert_positive(out["runs"] + out["bookkeeping"])
+
+
+def test_gpu_check_cpu_quick_passes_every_check(capsys):
+    assert gpu_check.main(["--device", "cpu", "--quick", "--no-append"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    rows = [dict(zip(cells[0], row, strict=True)) for row in cells[1:]]
+    runs = [r["setting"] for r in rows if r["check"] == "isolation + counts"]
+    assert {s.split()[0] for s in runs} == {"resnet18", "mobilenetv2", "vgg16", "lenet5", "mlp"}
+    assert {tuple(s.split()[1:]) for s in runs if s.startswith("mlp")} == {
+        (i, g) for i in ("uniform", "ERK") for g in ("random", "unfired", "momentum", "gradient")}
+    assert [r["check"] for r in rows[len(runs):]] == ["resume", "resume", "bf16 vs fp32", "sweep"]
+    assert all(r["pass/fail"] == "pass" for r in rows), rows
+    assert rows[-1]["result"] == "4 trials ok on cpu"
+
+
+def test_gpu_check_finds_a_moved_owned_weight_a_changed_accuracy_and_a_wrong_count(monkeypatch):
+    cfg = gpu_check.config("mlp", "ERK", "random", gpu_check.QUICK, torch.device("cpu"))
+    results, states = gpu_check.train(cfg, gpu_check.generated_benchmark(gpu_check.QUICK, "mlp"))
+    assert gpu_check.isolation_problems(cfg, results, states) == [] and gpu_check.count_problems(cfg, states) == []
+    masks = gpu_check.task_masks(states[-1])
+    name, mask = next(iter(masks[0].items()))
+    states[1]["model"][name][tuple(mask.nonzero()[0].tolist())] += 1.0  # a weight task 0 owns
+    assert gpu_check.isolation_problems(cfg, results, states) == [
+        f"task 1 moved 1 weights of {name} owned by earlier tasks"]
+    results[1].acc[0] += 1.0
+    assert gpu_check.isolation_problems(cfg, results, states)[0].startswith("after task 1: accuracy of tasks [0]")
+    masks[1][name] = masks[1][name].clone()
+    masks[1][name].view(-1)[0] ^= True  # one weight more or less in task 1's mask
+    monkeypatch.setattr(gpu_check, "task_masks", lambda state: masks)
+    problems = gpu_check.count_problems(cfg, states)
+    assert len(problems) == 1 and problems[0].startswith(f"task 1 {name}: ")
+
+
+def test_precision_tolerance_is_three_binomial_standard_errors_and_at_least_two_points():
+    assert gpu_check.precision_tolerance(50.0, 200) == pytest.approx(300 * math.sqrt(2 * 0.25 / 200))  # 15 points
+    assert gpu_check.precision_tolerance(99.9, 10_000) == 2.0
