@@ -183,7 +183,7 @@ class SweepProgress(tune.Callback):
             print(self.view().line(), flush=True)
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        self._snap = count(trials, max(self.trials, len(trials)), self.tasks, self._baseline, self._num_tasks)
+        # No recount: after Ctrl-C, Tune has marked the unfinished trials terminated; the last step's view is true.
         self.close()
 
     def close(self) -> None:
