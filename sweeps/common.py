@@ -335,8 +335,16 @@ def protect_token_file() -> None:
         path.chmod(0o600)
 
 
-# Task checkpoints Tune keeps per trial: a trial resumes from its last one only.
-CHECKPOINTS_KEPT: int | None = 1
+# Task checkpoints Tune keeps per trial. A grid or search trial only ever resumes from its last one. Population-based
+# training clones a top trial's checkpoint some reports after it was saved, and Tune warns that below 3 it may be
+# deleted first (ray/tune/schedulers/pbt.py), so PBT keeps 3.
+CHECKPOINTS_KEPT, PBT_CHECKPOINTS_KEPT = 1, 3
+
+
+def checkpoints_kept(scheduler: object) -> int | None:
+    from ray.tune.schedulers import PopulationBasedTraining  # PB2 is one too
+
+    return PBT_CHECKPOINTS_KEPT if isinstance(scheduler, PopulationBasedTraining) else CHECKPOINTS_KEPT
 
 
 def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, tasks: int | None = None,
@@ -366,7 +374,7 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
         run_config = tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT))
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_kept(tune_options.get("scheduler"))))
         # Reusing a CPU trial's actor for the next one saves a process start and the torch import per trial. A GPU
         # trial gets a fresh process instead: a reused one would carry the CUDA caching allocator's blocks, the
         # CUDA context, cuDNN's workspaces and the memory cap of the trial before it (empty_cache frees only the

@@ -110,3 +110,11 @@ def test_only_cpu_trials_reuse_actors(monkeypatch, tmp_path, gpus, reuse):
     exp.results_dir.mkdir()
     common.run(args, exp, bench=None, param_space={})
     assert seen == {"reuse": reuse, "keep": common.CHECKPOINTS_KEPT}
+
+
+def test_population_based_training_keeps_the_checkpoints_it_clones_and_other_sweeps_only_the_last():
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    pbt = PopulationBasedTraining(metric="avg_acc", mode="max", hyperparam_mutations={"lr": [1e-3, 1e-2]})
+    assert common.checkpoints_kept(pbt) == common.PBT_CHECKPOINTS_KEPT >= 3  # Tune warns at num_to_keep <= 2
+    assert common.checkpoints_kept(ASHAScheduler()) == common.checkpoints_kept(None) == common.CHECKPOINTS_KEPT
