@@ -6,6 +6,7 @@ One local Ray serves the in-process tests of this module (`sweeps.common.start_r
 the interrupted sweep and the cluster sweep run their drivers as subprocesses, as a user would.
 """
 
+import inspect
 import json
 import logging
 import os
@@ -105,11 +106,12 @@ def fails_once_at_task_2(config: dict, bench, marker: str) -> None:
     """The trainable, but the first attempt dies while learning task 2 (as on a lost node)."""
     learn_task = continual.learn_task
 
-    def dies_at_task_2(cfg, model, masking, train, bench, task, *rest):
+    def dies_at_task_2(*args, **kwargs):
+        task = inspect.signature(learn_task).bind(*args, **kwargs).arguments["task"]
         if task == 2 and not os.path.exists(marker):
             Path(marker).touch()
             raise RuntimeError("simulated node loss")
-        return learn_task(cfg, model, masking, train, bench, task, *rest)
+        return learn_task(*args, **kwargs)
 
     continual.learn_task = dies_at_task_2
     try:
