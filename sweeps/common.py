@@ -19,9 +19,6 @@ import logging
 import math
 import os
 import re
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from cldst.cli import OneLineParser, fail
 from cldst.config import ConfigError, RunConfig
 from cldst.data import Benchmark, DataError, load_benchmark
 from cldst.results import KINDS, RUN_STATUSES, ResultsError, check_writable, load
+from sweeps import cluster
 
 AXES = ("sparse_init", "growth", "density", "update_frequency", "num_tasks")
 AXIS_TYPES = {"density": float, "update_frequency": int, "num_tasks": int}
@@ -165,97 +163,6 @@ def check_paths(exp: Experiment) -> None:
             fail(f"--storage: {err}")
 
 
-def check_address(args: argparse.Namespace) -> None:
-    """A cluster address (--address, else $RAY_ADDRESS) must be host:port (or ray://host:port) and answer there;
-    Ray itself would retry an unreachable address for minutes."""
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if not address or address in ("auto", "local"):
-        return
-    source = "--address" if args.address else "RAY_ADDRESS"
-    host, colon, port = address.removeprefix("ray://").rpartition(":")
-    host = host.strip("[]")  # [IPv6]:port
-    if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
-        fail(f"{source}: {address!r} is not host:port (the head's GCS address, e.g. 10.0.0.5:6379), "
-             f"ray://host:port or auto")
-    try:
-        socket.create_connection((host, int(port)), timeout=10).close()
-    except OSError as err:
-        fail(f"{source}: cannot reach {address} ({err.strerror or err}); is the Ray head running there?")
-    if not address.startswith("ray://"):  # Ray Client answers on another protocol; it checks the token itself
-        check_token(address, source)
-
-
-PROBE_SECONDS = 15
-TOKEN_HELP = ("put the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (on the head: ray get-auth-token); "
-              "see the README's security notes")
-
-
-def token_source() -> str | None:
-    """Where Ray would read an auth token from, in its own order (RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH,
-    ~/.ray/auth_token), or None if there is none."""
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return "RAY_AUTH_TOKEN"
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-    return str(path) if path.is_file() and path.read_text().strip() else None
-
-
-def check_token(address: str, source: str) -> None:
-    """Join a cluster that requires a token with the token at hand, without further settings: if the GCS refuses
-    a driver without one and a token is available, set RAY_AUTH_MODE=token for this driver. No token, or one the
-    cluster refuses: one line, exit 2. Each probe is a short subprocess (Ray keeps its auth mode per process),
-    bounded in time."""
-    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
-    token = token_source()
-    if mode == "token" and not token:  # Ray itself would abort on the first call
-        fail(f"{source}: RAY_AUTH_MODE=token, but no token is set here; " + TOKEN_HELP)
-    if mode == "token":
-        answer = _probe_gcs(address, "token")
-    else:
-        answer = _probe_gcs(address, "disabled")
-        if answer == "refused" and token and mode != "disabled":
-            answer = _probe_gcs(address, "token")
-            if answer == "ok":
-                os.environ["RAY_AUTH_MODE"] = "token"
-                from ray._raylet import Config
-
-                Config.initialize("")  # Ray caches its settings per process; make this driver read the new mode
-                return
-    if answer == "ok":
-        return
-    if answer == "timeout":
-        fail(f"{source}: {address} does not answer as a Ray head (GCS) within {PROBE_SECONDS} s; is that the "
-             f"head's GCS port (6379 by default)?")
-    if mode == "disabled":
-        fail(f"{source}: the cluster at {address} requires a token, and RAY_AUTH_MODE=disabled here; unset it and "
-             + TOKEN_HELP)
-    if token:
-        fail(f"{source}: the cluster at {address} refuses the token from {token}; " + TOKEN_HELP)
-    fail(f"{source}: the cluster at {address} requires a token and none is set here; " + TOKEN_HELP)
-
-
-_PROBE = """
-import sys
-from ray._raylet import GcsClient
-from ray.exceptions import AuthenticationError
-try:
-    GcsClient(address=sys.argv[1])
-except AuthenticationError:
-    sys.exit(3)
-"""
-
-
-def _probe_gcs(address: str, mode: str) -> str:
-    """'refused' (the GCS wants a token this driver lacks), 'timeout', or 'ok' (anything else: Ray's own
-    start-up reports it), as a driver in auth `mode` sees it."""
-    env = {**os.environ, "RAY_AUTH_MODE": mode}
-    try:
-        probe = subprocess.run([sys.executable, "-c", _PROBE, address], env=env, capture_output=True,
-                               timeout=PROBE_SECONDS)
-    except subprocess.TimeoutExpired:
-        return "timeout"
-    return "refused" if probe.returncode == 3 else "ok"
-
-
 def claim(exp: Experiment, spec: dict) -> None:
     """Record what this experiment runs; a rerun under the same name must run the same sweep, with its
     Parquet and its Ray Tune state where they were (else finished trials would be missing or run twice)."""
@@ -281,7 +188,7 @@ def prepare(args: argparse.Namespace, first: RunConfig) -> tuple[Experiment, Ben
     """Everything that can fail before Ray starts: results and storage paths, the address, the data."""
     exp = experiment(args)
     check_paths(exp)
-    check_address(args)
+    cluster.check_address(args.address)
     check_mlflow(args)
     return exp, load_data(first, args)
 
@@ -324,15 +231,7 @@ def start_ray(args: argparse.Namespace) -> None:
         ray.init(address=address, runtime_env={"py_modules": [str(Path(cldst.__file__).parent)]}, **quiet)
     else:
         ray.init(address="local", include_dashboard=False, **quiet)
-        protect_token_file()
-
-
-def protect_token_file() -> None:
-    """Ray (2.59+) creates ~/.ray/auth_token for a local Ray with the default umask, often readable by every
-    user of the machine; the token lets anyone who can reach the ports run code, so only its owner may read it."""
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-    if path.is_file() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
-        path.chmod(0o600)
+        cluster.protect_token_file()
 
 
 # Task checkpoints Tune keeps per trial. A grid or search trial only ever resumes from its last one. Population-based

@@ -17,7 +17,7 @@ from cldst import results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sweeps import common  # noqa: E402
+from sweeps import cluster  # noqa: E402
 
 AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
@@ -33,15 +33,15 @@ def test_the_token_is_found_where_ray_looks_first(tmp_path, monkeypatch):
     for name in AUTH_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert common.token_source() is None
+    assert cluster.token_source() is None
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("abc\n")
-    assert common.token_source() == str(tmp_path / ".ray" / "auth_token")
+    assert cluster.token_source() == str(tmp_path / ".ray" / "auth_token")
     (tmp_path / "elsewhere").write_text("def")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "elsewhere"))
-    assert common.token_source() == str(tmp_path / "elsewhere")
+    assert cluster.token_source() == str(tmp_path / "elsewhere")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "ghi")
-    assert common.token_source() == "RAY_AUTH_TOKEN"
+    assert cluster.token_source() == "RAY_AUTH_TOKEN"
 
 
 @pytest.mark.timeout(120)
