@@ -221,8 +221,11 @@ def start_ray(args: argparse.Namespace) -> None:
 
     import cldst
 
-    # A task-boundary checkpoint forces an experiment snapshot (num_to_keep=1); short tasks make Tune warn on each.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # num_to_keep makes task checkpoints force experiment snapshots (each one at 1), and Tune warns when two come
+    # within 5 s. On a local --storage one blocks the driver ~20 ms (benchmarks.checkpoint_cost, RESULTS.md): noise,
+    # so no warning. On remote storage (s3://, gs://, ...) each uploads the experiment folder, a real cost: it stays.
+    if "://" not in (args.storage or ""):
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():  # the caller (a notebook, the tests) has joined a Ray already
         return
     quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
