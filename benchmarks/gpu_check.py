@@ -208,21 +208,30 @@ def comparable(result: continual.TaskResult) -> dict:
     return {k: v for k, v in dataclasses.asdict(result).items() if k not in ("train_seconds", "images_per_second")}
 
 
+def differences(results: list[continual.TaskResult], states: list[dict], other: list[continual.TaskResult],
+                other_states: list[dict]) -> list[str]:
+    """Where two runs of the same config differ: task results (but timings), final weights, final masks."""
+    problems = [f"task {a['task']} result differs" for a, b in zip(map(comparable, results), map(comparable, other),
+                                                                   strict=True) if a != b]
+    final, other_final = states[-1], other_states[-1]
+    problems += [f"{name} differs" for name, weight in final["model"].items()
+                 if not torch.equal(weight, other_final["model"][name])]
+    masks, other_masks = task_masks(final), task_masks(other_final)
+    return problems + [f"task {t} mask {name} differs" for t, m in enumerate(masks) for name in m
+                       if not torch.equal(m[name], other_masks[t][name])]
+
+
 def check_resume(net: str, sizes: Sizes, device: torch.device, folder: Path) -> Outcome:
-    """Resume at the last task boundary but one, from a checkpoint written to and read from a file."""
+    """Resume at the last task boundary but one, from a checkpoint written to and read from a file. On a mismatch
+    the uninterrupted run is replayed, to tell a resume that lost state from a device that does not repeat itself."""
     cfg, bench = config(net, "ERK", "momentum", sizes, device), generated_benchmark(sizes, net)
     with deterministic(device):
         results, states = train(cfg, bench)
         path = checkpoint.save(states[-2], folder / f"{net}.pt")  # the last task is learned again on resume
-        resumed, resumed_states = train(cfg, bench, checkpoint.load(path, cfg.to_dict()))
-    problems = [f"task {a['task']} result differs" for a, b in zip(map(comparable, results), map(comparable, resumed),
-                                                                   strict=True) if a != b]
-    final, final_resumed = states[-1], resumed_states[-1]
-    problems += [f"{name} differs" for name, w in final["model"].items()
-                 if not torch.equal(w, final_resumed["model"][name])]
-    masks, masks_resumed = task_masks(final), task_masks(final_resumed)
-    problems += [f"task {t} mask {name} differs" for t, m in enumerate(masks) for name in m
-                 if not torch.equal(m[name], masks_resumed[t][name])]
+        problems = differences(results, states, *train(cfg, bench, checkpoint.load(path, cfg.to_dict())))
+        if problems and differences(results, states, *train(cfg, bench)):
+            problems.insert(0, "training is not bitwise reproducible on this device even without a resume "
+                               "(a second uninterrupted run differs too)")
     return "; ".join(problems[:3]) or "bit-identical accuracy rows, weights and masks", not problems
 
 
@@ -264,8 +273,8 @@ def check_sweep(gpus: float, device: torch.device, folder: Path) -> Outcome:
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
         return f"exit {done.returncode}: {' | '.join(tail)}", False
-    reports = [json.loads(line.splitlines()[-1]) for line in
-               (p.read_text() for p in (folder / "ray" / name).glob("*/result.json")) if line.strip()]
+    results = [p.read_text().strip() for p in (folder / "ray" / name).glob("*/result.json")]
+    reports = [json.loads(text.splitlines()[-1]) for text in results if text]  # each trial's last report
     want = ("cuda", 0.25) if gpus else ("cpu", None)
     placed = [(r.get("device"), r.get("gpu_memory_fraction")) for r in reports]
     ok = len(reports) == 4 and all(r["tasks_done"] == 2 for r in reports) and set(placed) == {want}

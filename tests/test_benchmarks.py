@@ -109,6 +109,20 @@ def test_gpu_check_finds_a_moved_owned_weight_a_changed_accuracy_and_a_wrong_cou
     assert len(problems) == 1 and problems[0].startswith(f"task 1 {name}: ")
 
 
+def test_gpu_check_finds_a_resume_that_loses_state(monkeypatch, tmp_path):
+    load = gpu_check.checkpoint.load
+
+    def nudged(path, config):  # the checkpoint's weights come back slightly off
+        state = load(path, config)
+        state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
+        return state
+
+    assert gpu_check.check_resume("mlp", gpu_check.QUICK, torch.device("cpu"), tmp_path)[1]
+    monkeypatch.setattr(gpu_check.checkpoint, "load", nudged)
+    result, passed = gpu_check.check_resume("mlp", gpu_check.QUICK, torch.device("cpu"), tmp_path)
+    assert not passed and "differs" in result and "not bitwise reproducible" not in result
+
+
 def test_precision_tolerance_is_three_binomial_standard_errors_and_at_least_two_points():
     assert gpu_check.precision_tolerance(50.0, 200) == pytest.approx(300 * math.sqrt(2 * 0.25 / 200))  # 15 points
     assert gpu_check.precision_tolerance(99.9, 10_000) == 2.0
