@@ -2,8 +2,8 @@
 
 A task's images live on the device as one uint8 tensor (N, C, H, W); each epoch is a
 device `randperm`; crop-with-padding, horizontal flip and normalisation are batched tensor
-ops. No DataLoader, no PIL, no host sync. Test data is only normalised (the reference
-augmenting test data is a defect we do not copy).
+ops. No DataLoader, no PIL, no host sync. Evaluation data is only normalised, unless a
+generator is given (the `paper` protocol reproduces the reference's test-time crop and flip).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from torch import Tensor
 class TaskData:
     """One task's images and labels on `device`; labels are global class ids."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device,
-                 mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool = False):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, mean: tuple[float, ...],
+                 std: tuple[float, ...], crop_padding: int = 0, flip: bool = False, channels_last: bool = False):
         # (N, H, W, C) uint8 on the host -> (N, C, H, W) uint8 on the device, once
         self.x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
         self.y = torch.from_numpy(labels.astype(np.int64)).to(device)
         mean_t = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * std_t), -mean_t / std_t  # x/255 - mean) / std, fused
-        self.channels_last = channels_last
+        self.crop_padding, self.flip, self.channels_last = crop_padding, flip, channels_last
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -35,22 +35,27 @@ class TaskData:
         x = torch.addcmul(self.shift, x.float(), self.scale)  # (B, C, H, W) float32
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def train_batches(self, batch_size: int, generator: torch.Generator, crop_padding: int,
-                      flip: bool) -> Iterator[tuple[Tensor, Tensor]]:
+    def augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Random crop with padding and horizontal flip, as the benchmark asks; (B, C, H, W) uint8."""
+        if self.crop_padding:
+            x = random_crop(x, self.crop_padding, generator)
+        if self.flip:
+            x = random_flip(x, generator)
+        return x
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of augmented batches in a random order (the last batch may be short)."""
         order = torch.randperm(len(self), device=self.x.device, generator=generator)
         for start, end in batch_bounds(len(self), batch_size):
             idx = order[start:end]
-            x = self.x[idx]  # (B, C, H, W) uint8
-            if crop_padding:
-                x = random_crop(x, crop_padding, generator)
-            if flip:
-                x = random_flip(x, generator)
-            yield self.normalise(x), self.y[idx]
+            yield self.normalise(self.augment(self.x[idx], generator)), self.y[idx]
 
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def eval_batches(self, batch_size: int,
+                     generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches in stored order; augmented like training batches only when a generator is given."""
         for start, end in batch_bounds(len(self), batch_size):
-            yield self.normalise(self.x[start:end]), self.y[start:end]
+            x = self.x[start:end]
+            yield self.normalise(x if generator is None else self.augment(x, generator)), self.y[start:end]
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:

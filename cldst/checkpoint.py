@@ -17,8 +17,13 @@ from pathlib import Path
 
 import torch
 
+from cldst.masking import unpack_bits
+
 FORMAT = "cldst-checkpoint"
-VERSION = 1
+# 2: task masks stored as packed bits, and the engine of the reference-parity fixes (free weights start
+# at 0, Adam state kept at regrowth, dense layers kept dense). A version-1 checkpoint was made by an
+# engine that computed differently, so resuming it would splice two engines into one run: refused.
+VERSION = 2
 # Settings that do not change what a run computes; any other difference makes a checkpoint foreign.
 RUNTIME_ONLY = ("device", "precision")
 
@@ -34,9 +39,15 @@ def make_state(config: dict, next_task: int, model: torch.nn.Module, task_masks:
         # copy=True: on CPU .cpu() would alias the live weights, and training would rewrite the checkpoint.
         # Finished tasks' masks are never written again, so on CPU they are shared, not copied every task.
         "model": {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()},
-        "task_masks": [{name: m.cpu() for name, m in masks.items()} for masks in task_masks],
+        "task_masks": [{name: m.cpu() for name, m in masks.items()} for masks in task_masks],  # packed bits
         "results": results,
     }
+
+
+def task_masks(state: dict) -> list[dict[str, torch.Tensor]]:
+    """The finished tasks' masks of a checkpoint state as bool tensors (they are stored as packed bits)."""
+    shapes = {name: tuple(t.shape) for name, t in state["model"].items()}
+    return [{name: unpack_bits(bits, shapes[name]) for name, bits in masks.items()} for masks in state["task_masks"]]
 
 
 def save(state: dict, path: str | os.PathLike) -> Path:
@@ -70,7 +81,8 @@ def load(path: str | os.PathLike, config: dict) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cldst checkpoint")
     if state.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state.get('version')}, this cldst reads {VERSION}")
+        raise CheckpointError(f"{path}: checkpoint version {state.get('version')}, this cldst reads version {VERSION} "
+                              f"only (an earlier engine computed differently); rerun the experiment from its start")
     saved = state["config"]
     for name in sorted(set(saved) | set(config)):
         if name not in RUNTIME_ONLY and saved.get(name) != config.get(name):

@@ -44,8 +44,11 @@ HELP = {
     "update_frequency": "batches between prune-and-regrow updates",
     "isolate": "freeze weights owned by earlier tasks (default: on)",
     "keep_best_epoch": "keep the epoch with the best training accuracy (default: on)",
-    "eval_head": "task: argmax over the task's classes; all: over all classes (the reference)",
-    "precision": "bf16 autocast on CUDA (default) or fp32", "device": "auto, cpu or cuda",
+    "protocol": "clean (default): task heads, no test-time augmentation; paper: evaluate as the reference does",
+    "eval_head": "task: argmax over the task's classes; all: over all classes (default: the protocol's)",
+    "precision": "bf16 autocast on CUDA or fp32 (default: the protocol's, bf16 for clean)",
+    "val_fraction": "hold out this share of each class's training images for validation (default 0)",
+    "device": "auto, cpu or cuda",
 }
 
 
@@ -143,7 +146,8 @@ def train(args: argparse.Namespace) -> None:
     common = results.common_columns(config, out.name if out else "", trial_id, socket.gethostname())
     print(f"cldst train: {cfg.benchmark} / {cfg.net}, {cfg.num_tasks} tasks x {cfg.classes_per_task} classes, "
           f"{cfg.sparse_init} init, {cfg.prune} prune, {cfg.growth} growth, density {cfg.density:g}, "
-          f"update every {cfg.update_frequency}, {cfg.epochs} epochs" + (f"; results -> {out}" if out else ""))
+          f"update every {cfg.update_frequency}, {cfg.epochs} epochs, protocol {cfg.protocol}"
+          + (f", validation {cfg.val_fraction:g}" if cfg.val_fraction else "") + (f"; results -> {out}" if out else ""))
 
     def on_epoch_end(task: int, epoch: int, loss: float, train_acc: float) -> None:
         if not args.quiet:
@@ -155,7 +159,8 @@ def train(args: argparse.Namespace) -> None:
     def on_task_end(result: continual.TaskResult, state: dict) -> None:
         done.append(result)
         row = ", ".join(f"{a:.1f}" for a in result.acc)
-        print(f"task {result.task}: acc [{row}] avg {result.avg_acc:.2f} bwt {result.bwt:+.2f} "
+        val = f" val {result.val_avg_acc:.2f}" if result.val_acc else ""
+        print(f"task {result.task}: acc [{row}] avg {result.avg_acc:.2f} bwt {result.bwt:+.2f}{val} "
               f"| {result.images_per_second:.0f} img/s, {result.train_seconds:.1f}s", flush=True)
         if out:
             results.upsert_task_rows(out, trial_id, [results.task_row(common, asdict(result))])
@@ -173,7 +178,8 @@ def train(args: argparse.Namespace) -> None:
     print("accuracy matrix (row i: after task i; above the diagonal: forward transfer):")
     for row in matrix:
         print("  " + " ".join("   -  " if v != v else f"{v:6.2f}" for v in row))
-    print(f"ACC {summary['acc']:.2f}  BWT {summary['bwt']:+.2f}  FWT {summary['fwt']:.2f}")
+    val = f"  (validation ACC {task_results[-1].val_avg_acc:.2f})" if task_results[-1].val_acc else ""
+    print(f"ACC {summary['acc']:.2f}  BWT {summary['bwt']:+.2f}  FWT {summary['fwt']:.2f}{val}")
     print("incremental accuracy: " + ", ".join(f"{a:.2f}" for a in summary["incremental_acc"]))
     if out:
         write_run(out, trial_id, common, task_results, "ok", None, time.perf_counter() - started)
@@ -183,6 +189,5 @@ def train(args: argparse.Namespace) -> None:
 def write_run(out: Path, trial_id: str, common: dict, task_results: list, status: str, error: str | None,
               seconds: float) -> None:
     from cldst import results
-    row = results.run_row(common, [r.acc for r in task_results], [r.fwt_acc for r in task_results], status,
-                          error, seconds)
+    row = results.run_row(common, [asdict(r) for r in task_results], status, error, seconds)
     results.write_part(out, "runs", trial_id, [row])

@@ -21,6 +21,12 @@ GROWTHS = ("random", "unfired", "momentum", "gradient")
 OPTIMIZERS = ("adam", "sgd")
 EVAL_HEADS = ("task", "all")
 PRECISIONS = ("bf16", "fp32")
+# clean: each task's own head, no test-time augmentation, best epoch by task-head training accuracy.
+# paper: evaluated as the reference evaluates (argmax over all classes, seeded test-time crop and flip,
+# best epoch by all-class training accuracy, fp32), with the engine otherwise unchanged.
+PROTOCOLS = ("clean", "paper")
+PROTOCOL_SETTINGS = {"clean": {"eval_head": "task", "precision": "bf16"},
+                     "paper": {"eval_head": "all", "precision": "fp32"}}
 DEVICES = ("auto", "cpu", "cuda")
 
 # Other spellings users type (the reference's README and code disagree), lower-cased.
@@ -83,8 +89,10 @@ class RunConfig:
     batch_size: int | None = None
     eval_batch_size: int = 128  # the reference's test loader; BatchNorm uses batch statistics at test time
     keep_best_epoch: bool = True  # the reference keeps the epoch with the best training accuracy
-    eval_head: str = "task"
-    precision: str = "bf16"  # CUDA only; CPU always runs fp32
+    protocol: str = "clean"
+    eval_head: str | None = None  # None: the protocol's (task for clean, all for paper)
+    precision: str | None = None  # None: the protocol's (bf16 for clean, fp32 for paper); CUDA only, CPU runs fp32
+    val_fraction: float = 0.0  # share of each class's training images held out for validation (model selection)
     device: str = "auto"
     seed: int = 0
 
@@ -99,6 +107,14 @@ class RunConfig:
         cfg = _derive_split(cfg)
         filled = {k: v for k, v in BENCHMARK_DEFAULTS[cfg.benchmark].items() if getattr(cfg, k) is None}
         cfg = dataclasses.replace(cfg, **filled)
+        _check_choice("protocol", cfg.protocol, PROTOCOLS)
+        for name, value in PROTOCOL_SETTINGS[cfg.protocol].items():
+            given = getattr(cfg, name)
+            if given is None:
+                cfg = dataclasses.replace(cfg, **{name: value})
+            elif cfg.protocol == "paper" and given != value:
+                raise ConfigError(f"{name}: {given!r} contradicts protocol 'paper', which evaluates with "
+                                  f"{name} {value!r}; leave {name} out, or use protocol 'clean'")
         if not classes_given and _is_count(cfg.num_tasks) and _is_count(cfg.classes_per_task):
             # The split the user asked for decides how many of the benchmark's classes are used.
             cfg = dataclasses.replace(cfg, num_classes=cfg.num_tasks * cfg.classes_per_task)
@@ -112,6 +128,7 @@ class RunConfig:
         _check_choice("prune", self.prune, PRUNES)
         _check_choice("growth", self.growth, GROWTHS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("protocol", self.protocol, PROTOCOLS)
         _check_choice("eval_head", self.eval_head, EVAL_HEADS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("device", self.device, DEVICES)
@@ -123,6 +140,7 @@ class RunConfig:
             _check_int("class_order_seed", self.class_order_seed, low=0)
         _check_float("density", self.density, 0.0, 1.0, low_open=True)
         _check_float("death_rate", self.death_rate, 0.0, 1.0)
+        _check_float("val_fraction", self.val_fraction, 0.0, 1.0, high_open=True)
         _check_float("lr", self.lr, 0.0, math.inf, low_open=True)
         _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _check_float("weight_decay", self.weight_decay, 0.0, math.inf)

@@ -3,8 +3,9 @@
 Masks are boolean, one per maskable weight (ndim > 1). A task draws a fresh mask over the
 whole network; weights owned by earlier tasks may fall inside it: they are used with their
 real values and never change (parameter isolation). Isolation is enforced after every
-optimizer step by one fused rewrite `W = W * trainable + frozen_values`, so it holds with
-any optimizer, momentum or weight decay (zeroed gradients alone would not guarantee it).
+optimizer step by one fused rewrite `W = W * trainable + owned_values * frozen`, so it holds
+with any optimizer, momentum or weight decay (zeroed gradients alone would not guarantee it).
+Finished tasks' masks are stored as packed bits (1/8 byte per weight per task).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 GrowthScore = Callable[[Tensor, Tensor | None, dict, torch.Generator, Tensor], Tensor]
 FINAL_DEATH_RATE = 0.005  # the reference's cosine decay floor
+BIT_PLACES = (128, 64, 32, 16, 8, 4, 2, 1)
 
 
 def maskable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -125,11 +127,32 @@ def set_prune(weight: Tensor, mask: Tensor, k: int) -> Tensor:
     return lowest(weight, positive, k_pos) | lowest(-weight, negative, k - k_pos)
 
 
-class Masking:
-    """Masks of one run: the current task's mask, the finished tasks' masks and what they own."""
+def pack_bits(mask: Tensor) -> Tensor:
+    """Any-shape bool -> (ceil(n / 8),) uint8, most significant bit first (numpy.packbits' order)."""
+    flat = mask.flatten()
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    place = torch.tensor(BIT_PLACES, dtype=torch.uint8, device=mask.device)
+    return (flat.view(-1, 8).to(torch.uint8) * place).sum(1, dtype=torch.uint8)
 
-    def __init__(self, model: nn.Module, sparse_init: str, density: float, prune: str, growth: str,
-                 death_rate: float, isolate: bool, classes_per_task: int):
+
+def unpack_bits(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """The inverse of pack_bits: (ceil(n / 8),) uint8 -> bool of `shape`."""
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
+    bits = (packed[:, None] >> shifts) & 1  # (ceil(n / 8), 8)
+    return bits.flatten()[: math.prod(shape)].view(shape).bool()
+
+
+class Masking:
+    """Masks of one run: the current task's mask, the finished tasks' masks (packed bits) and what they own.
+
+    Per task the working set is one bool per weight each for the task's mask, its fired mask,
+    what earlier tasks own, its complement (the gradient keep) and what is trainable, plus one float
+    copy: the values of owned weights (`owned_values`, zero elsewhere).
+    """
+
+    def __init__(self, model: nn.Module, sparse_init: str, isolate: bool, classes_per_task: int):
         self.params = maskable_parameters(model)
         head_bias = getattr(getattr(model, "classifier", None), "bias", None)
         others = [n for n, p in model.named_parameters() if n not in self.params and p is not head_bias]
@@ -138,17 +161,22 @@ class Masking:
         self.head_bias = head_bias
         self.shapes = {name: tuple(p.shape) for name, p in self.params.items()}
         self.total = sum(p.numel() for p in self.params.values())
-        self.sparse_init, self.density, self.prune, self.growth = sparse_init, density, prune, growth
-        self.death_rate, self.isolate, self.classes_per_task = death_rate, isolate, classes_per_task
-        self.task_masks: list[dict[str, Tensor]] = []
+        self.sparse_init, self.isolate, self.classes_per_task = sparse_init, isolate, classes_per_task
+        self.task_masks: list[dict[str, Tensor]] = []  # packed bits, one dict per finished task
         self.owned = {name: torch.zeros_like(p, dtype=torch.bool) for name, p in self.params.items()}
 
     # ---- per task ------------------------------------------------------------------------
-    def start_task(self, task: int, generator: torch.Generator) -> None:
-        """Draw the task's mask and freeze what earlier tasks own."""
-        self.task = task
-        self.merged = {name: p.detach().clone() for name, p in self._isolated().items()}
-        self.counts = layer_counts(self.shapes, self.density, self.sparse_init)
+    @torch.no_grad()
+    def start_task(self, task: int, generator: torch.Generator, density: float, prune: str, growth: str) -> None:
+        """Draw the task's mask and freeze what earlier tasks own. Weights no earlier task owns start
+        at 0 in tasks >= 1, as in the reference (its merged model is zero outside the earlier masks)."""
+        self.task, self.prune, self.growth = task, prune, growth
+        if task > 0:
+            torch._foreach_mul_(list(self.params.values()), list(self.owned.values()))
+        self.owned_values = {name: p.detach() * self.owned[name] for name, p in self.params.items()}
+        if self.head_bias is not None:  # other tasks' head entries are owned; this task's are free
+            self.owned_values["classifier.bias"] = self.head_bias.detach() * ~self._not_owned("classifier.bias")
+        self.counts = layer_counts(self.shapes, density, self.sparse_init)
         self.mask = {}
         for name, count in self.counts.items():
             p = self.params[name]
@@ -157,10 +185,10 @@ class Masking:
             mask[chosen] = True
             self.mask[name] = mask.view_as(p)
         self.fired = {name: m.clone() for name, m in self.mask.items()}
-        self.owned_before = {name: o.clone() for name, o in self.owned.items()}
         isolated = self._isolated()
-        self.grad_keep = [self._not_owned(name).to(p.dtype) for name, p in isolated.items()]
+        self.grad_keep = [self._not_owned(name) for name in isolated]
         self.isolated_params = list(isolated.values())
+        self.momentum_buffers: list[Tensor] | None = None
         self._refresh()
 
     def _isolated(self) -> dict[str, Tensor]:
@@ -179,16 +207,16 @@ class Masking:
             return keep
         return ~self.owned[name] if self.isolate else torch.ones_like(self.owned[name])
 
+    def _in_mask(self, name: str) -> Tensor:
+        return self.mask[name] if name in self.mask else torch.ones_like(self.head_bias, dtype=torch.bool)
+
     def _refresh(self) -> None:
         """Recompute the fused rewrite for the current mask and apply it once."""
-        self.tensors, self.trainable, self.frozen_values = [], [], []
-        for name, p in self._isolated().items():
-            in_mask = self.mask[name] if name in self.mask else torch.ones_like(p, dtype=torch.bool)
-            trainable = in_mask & self._not_owned(name)
-            frozen = in_mask & ~trainable
-            self.tensors.append(p.data)
-            self.trainable.append(trainable.to(p.dtype))
-            self.frozen_values.append(self.merged[name] * frozen)
+        isolated = self._isolated()
+        self.tensors = [p.data for p in isolated.values()]
+        self.in_mask = [self._in_mask(name) for name in isolated]
+        self.trainable = [m & keep for m, keep in zip(self.in_mask, self.grad_keep, strict=True)]
+        self.frozen_values = [self.owned_values[name] for name in isolated]
         self.after_step()
 
     # ---- every step (fused over all tensors, no host sync) --------------------------------
@@ -198,17 +226,27 @@ class Masking:
         torch._foreach_mul_([p.grad for p in self.isolated_params], self.grad_keep)
 
     @torch.no_grad()
-    def after_step(self) -> None:
-        """W = W * trainable + frozen_values: weights outside the mask are 0, frozen ones exact."""
+    def after_step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """W = W * trainable + owned_values * in_mask: weights outside the mask are 0, frozen ones exact.
+        With SGD the momentum buffers are multiplied by the mask too, as the reference does; Adam's
+        moments are left alone (inactive weights keep them, and momentum growth reads them)."""
         torch._foreach_mul_(self.tensors, self.trainable)
-        torch._foreach_add_(self.tensors, self.frozen_values)
+        if self.isolate:  # owned_values is zero wherever a weight is trainable
+            torch._foreach_addcmul_(self.tensors, self.frozen_values, self.in_mask)
+        if optimizer is not None and isinstance(optimizer, torch.optim.SGD):
+            if self.momentum_buffers is None:  # created by the first step, then updated in place
+                buffers = [optimizer.state[p].get("momentum_buffer") for p in self.params.values()]
+                self.momentum_buffers = None if any(b is None for b in buffers) else buffers
+            if self.momentum_buffers is not None:
+                torch._foreach_mul_(self.momentum_buffers, list(self.mask.values()))
 
     # ---- every update_frequency steps -------------------------------------------------------
     @torch.no_grad()
     def update(self, death_rate: float, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
-        """Prune then regrow, per layer, exactly: k = ceil(death_rate * active) removed, as many
-        switched on among weights that were inactive (so drop and grow are disjoint). Regrown
-        free weights start at zero with their optimizer state reset."""
+        """Prune then regrow, per layer, exactly: k = ceil(death_rate * active) removed, as many switched
+        on among the weights not kept. As in the reference, a weight pruned in this update may be regrown
+        (it keeps its value), so every layer keeps its count, and a dense layer stays dense. Newly grown
+        weights start at zero with whatever optimizer state they gathered while inactive."""
         for name, p in self.params.items():
             mask, state = self.mask[name], optimizer.state.get(p, {})
             k = math.ceil(death_rate * self.counts[name])
@@ -218,27 +256,22 @@ class Masking:
                 drop = set_prune(p, mask, k)
             else:
                 drop = lowest(PRUNE_SCORES[self.prune](p, p.grad), mask, k)
-            n_grow = min(k, p.numel() - self.counts[name])
+            kept = mask & ~drop
             score = GROWTH_SCORES[self.growth](p, p.grad, state, generator, self.fired[name])
-            grow = lowest(-score, ~mask, n_grow)
-            self.mask[name] = (mask & ~drop) | grow
+            grow = lowest(-score, ~kept, k)
+            self.mask[name] = kept | grow
             self.fired[name] |= grow
-            self.counts[name] += n_grow - k
-            for value in state.values():
-                if isinstance(value, Tensor) and value.shape == p.shape:
-                    value.masked_fill_(grow, 0)
         self._refresh()
 
+    @torch.no_grad()
     def end_task(self) -> dict[str, float]:
         """Merge (weights outside the new mask take back their earlier values), store the
         task's mask, and return its mask statistics."""
-        with torch.no_grad():
-            for name, p in self._isolated().items():
-                if name in self.mask:
-                    p.copy_(torch.where(self.mask[name], p, self.merged[name]))
-        self.task_masks.append({name: m.clone() for name, m in self.mask.items()})
+        for name, p in self.params.items():
+            p.copy_(torch.where(self.mask[name], p, self.owned_values[name]))
+        self.task_masks.append({name: pack_bits(m) for name, m in self.mask.items()})
         active = sum(int(m.sum()) for m in self.mask.values())
-        reused = sum(int((m & self.owned_before[n]).sum()) for n, m in self.mask.items())
+        reused = sum(int((m & self.owned[n]).sum()) for n, m in self.mask.items())
         for name, m in self.mask.items():
             self.owned[name] |= m
         return {
@@ -250,29 +283,40 @@ class Masking:
 
     # ---- snapshots (the best epoch) and evaluation ------------------------------------------
     def snapshot(self) -> dict[str, dict[str, Tensor]]:
-        return {"weights": {n: p.detach().clone() for n, p in self._isolated().items()},
-                "mask": {n: m.clone() for n, m in self.mask.items()},
-                "fired": {n: f.clone() for n, f in self.fired.items()}}
+        """The epoch's subnetwork, compactly: the values inside the mask, the mask and fired mask as bits."""
+        snap = {"values": {n: p.detach()[self.mask[n]] for n, p in self.params.items()},
+                "mask": {n: pack_bits(m) for n, m in self.mask.items()},
+                "fired": {n: pack_bits(f) for n, f in self.fired.items()}}
+        if self.head_bias is not None:
+            snap["head_bias"] = {"classifier.bias": self.head_bias.detach().clone()}
+        return snap
 
     @torch.no_grad()
     def restore(self, snap: dict[str, dict[str, Tensor]]) -> None:
-        for name, p in self._isolated().items():
-            p.copy_(snap["weights"][name])
-        self.mask, self.fired = snap["mask"], snap["fired"]
+        for name, p in self.params.items():
+            self.mask[name] = unpack_bits(snap["mask"][name], p.shape)
+            self.fired[name] = unpack_bits(snap["fired"][name], p.shape)
+            p.zero_().masked_scatter_(self.mask[name], snap["values"][name])
+        if self.head_bias is not None:
+            self.head_bias.copy_(snap["head_bias"]["classifier.bias"])
         self.counts = {name: int(m.sum()) for name, m in self.mask.items()}
         self._refresh()
 
+    def task_mask(self, task: int) -> dict[str, Tensor]:
+        """Finished task `task`'s mask as bool tensors."""
+        return {name: unpack_bits(bits, self.shapes[name]) for name, bits in self.task_masks[task].items()}
+
     @torch.no_grad()
     def load_task_masks(self, task_masks: list[dict[str, Tensor]]) -> None:
-        """Resume: the finished tasks' masks, and so what they own."""
-        self.task_masks = [{n: m.to(self.params[n].device, torch.bool) for n, m in tm.items()} for tm in task_masks]
+        """Resume: the finished tasks' masks (packed bits), and so what they own."""
+        self.task_masks = [{n: m.to(self.params[n].device) for n, m in tm.items()} for tm in task_masks]
         for name, o in self.owned.items():
             o.zero_()
-            for tm in self.task_masks:
-                o |= tm[name]
+            for task in range(len(self.task_masks)):
+                o |= unpack_bits(self.task_masks[task][name], self.shapes[name])
 
     @torch.no_grad()
     def use_task(self, task: int, merged: dict[str, Tensor]) -> None:
         """Set the network to task `task`'s subnetwork of the merged weights (for evaluation)."""
-        for name, p in self.params.items():
-            p.copy_(merged[name] * self.task_masks[task][name])
+        for name, mask in self.task_mask(task).items():
+            self.params[name].copy_(merged[name] * mask)

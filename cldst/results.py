@@ -21,7 +21,11 @@ import pyarrow.parquet as pq
 
 from cldst import metrics
 
-SCHEMA_VERSION = 1
+# 1: the columns DESIGN.md lists as version 1 (files that hold exactly those stay readable forever; the
+#    extras below that cldst 1 also wrote, and schema_version itself, read as null when absent).
+# 2: protocol and val_fraction (config); tasks: val_acc, val_avg_acc, parent_trial_id; runs: val_acc,
+#    val_acc_matrix.
+SCHEMA_VERSION = 2
 KINDS = ("tasks", "runs")
 RUN_STATUSES = ("ok", "error", "stopped")
 PART_PATTERN = re.compile(r"^part-(?P<trial_id>[A-Za-z0-9_.-]+)\.parquet$")
@@ -32,6 +36,7 @@ CONFIG_FIELDS = [
     ("prune", pa.string()), ("density", pa.float64()), ("update_frequency", pa.int64()),
     ("death_rate", pa.float64()), ("epochs", pa.int64()), ("batch_size", pa.int64()),
     ("lr", pa.float64()), ("optimizer", pa.string()), ("seed", pa.int64()),
+    ("protocol", pa.string()), ("val_fraction", pa.float64()),
 ]
 CONFIG_COLUMNS = [name for name, _ in CONFIG_FIELDS]
 
@@ -48,6 +53,8 @@ TASKS_SCHEMA = pa.schema(_COMMON + [
     ("acc", pa.list_(pa.float64())),  # accuracy (%) on tasks 0..task after learning `task`
     ("fwt_acc", pa.list_(pa.float64())),  # this task's subnetwork on later tasks (reference FWT)
     ("avg_acc", pa.float64()), ("bwt", pa.float64()),
+    ("val_acc", pa.list_(pa.float64())), ("val_avg_acc", pa.float64()),  # null without a validation split
+    ("parent_trial_id", pa.string()),  # the trial whose checkpoint this task started from; null: its own
     ("task_density", pa.float64()), ("capacity_used", pa.float64()),
     ("reused_fraction", pa.float64()), ("fired_fraction", pa.float64()),
     ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
@@ -60,11 +67,21 @@ RUNS_SCHEMA = pa.schema(_COMMON + [
     ("acc_matrix", pa.list_(pa.list_(pa.float64()))),
     ("acc", pa.float64()), ("bwt", pa.float64()), ("fwt", pa.float64()),
     ("incremental_acc", pa.list_(pa.float64())),
+    ("val_acc", pa.float64()), ("val_acc_matrix", pa.list_(pa.list_(pa.float64()))),  # null without a split
     ("total_seconds", pa.float64()),
     ("created_at", _TIMESTAMP),
 ])
 
 SCHEMAS = {"tasks": TASKS_SCHEMA, "runs": RUNS_SCHEMA}
+ROW_STAMPS = ("created_at", "parent_trial_id")  # tasks columns set by the writer, not taken from the metrics
+# DESIGN.md's version-1 columns: a file must hold these; any other column it lacks reads as null.
+REQUIRED = {
+    "tasks": ["experiment", "trial_id", *CONFIG_COLUMNS[:15], "task", "acc", "avg_acc", "bwt", "task_density",
+              "capacity_used", "reused_fraction", "fired_fraction", "train_seconds", "images_per_second",
+              "created_at"],
+    "runs": ["experiment", "trial_id", *CONFIG_COLUMNS[:15], "status", "error", "acc_matrix", "acc", "bwt", "fwt",
+             "incremental_acc", "total_seconds", "created_at"],
+}
 
 
 class ResultsError(RuntimeError):
@@ -80,21 +97,28 @@ def common_columns(config: dict, experiment: str, trial_id: str, node: str) -> d
     return row
 
 
-def task_row(common: dict, task_metrics: dict) -> dict:
+def task_row(common: dict, task_metrics: dict, parent_trial_id: str | None = None) -> dict:
     """A `tasks` row: the common columns plus the schema's task metrics, picked by name from
     `task_metrics` (a TaskResult as a dict, or a Tune result); other keys are ignored."""
-    names = [name for name in TASKS_SCHEMA.names if name not in common and name != "created_at"]
-    return {**common, **{name: task_metrics[name] for name in names}, "created_at": now()}
+    names = [name for name in TASKS_SCHEMA.names if name not in common and name not in ROW_STAMPS]
+    return {**common, **{name: task_metrics[name] for name in names}, "parent_trial_id": parent_trial_id,
+            "created_at": now()}
 
 
-def run_row(common: dict, acc_rows: list[list[float]], fwt_rows: list[list[float]], status: str,
-            error: str | None, total_seconds: float | None) -> dict:
-    """A `runs` row: the common columns, the run metrics of the tasks learned, and how it ended."""
+def run_row(common: dict, task_rows: list[dict], status: str, error: str | None,
+            total_seconds: float | None) -> dict:
+    """A `runs` row: the common columns, the run metrics of the tasks learned (`task_rows`: their
+    TaskResults as dicts, or their tasks rows, in task order), and how it ended."""
     if status not in RUN_STATUSES:
         raise ValueError(f"status: {status!r} is not one of {', '.join(RUN_STATUSES)}")
+    acc_rows = [row["acc"] for row in task_rows]
     empty = {"acc_matrix": [], "acc": None, "bwt": None, "fwt": None, "incremental_acc": []}
-    summary = metrics.summary(acc_rows, fwt_rows) if acc_rows else empty
+    summary = metrics.summary(acc_rows, [row["fwt_acc"] or [] for row in task_rows]) if acc_rows else empty
+    val_rows = [row.get("val_acc") for row in task_rows]
+    has_val = bool(val_rows) and all(row is not None for row in val_rows)
     return {**common, **summary, "status": status, "error": error, "tasks_done": len(acc_rows),
+            "val_acc": metrics.final_accuracy(val_rows) if has_val else None,
+            "val_acc_matrix": [list(row) for row in val_rows] if has_val else None,
             "total_seconds": total_seconds, "created_at": now()}
 
 
@@ -176,16 +200,19 @@ def read_part(path: str | os.PathLike, kind: str) -> pa.Table:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as err:
         raise ResultsError(f"{path}: not a readable Parquet file ({err})") from err
-    if "schema_version" not in table.column_names:
-        raise ResultsError(f"{path}: no schema_version column; not a cldst {kind} file")
-    versions = set(table.column("schema_version").to_pylist())
-    if versions - {SCHEMA_VERSION}:
-        raise ResultsError(f"{path}: schema_version {sorted(versions)} but this cldst reads version "
-                           f"{SCHEMA_VERSION} only; read it with the cldst that wrote it")
-    expected = SCHEMAS[kind]
-    missing = [name for name in expected.names if name not in table.column_names]
+    versions = set(table.column("schema_version").to_pylist()) if "schema_version" in table.column_names else {1}
+    newer = sorted(v for v in versions if v is None or v > SCHEMA_VERSION or v < 1)
+    if newer:
+        raise ResultsError(f"{path}: schema_version {newer}, but this cldst reads versions 1 to {SCHEMA_VERSION}; "
+                           f"read it with the cldst that wrote it")
+    missing = [name for name in REQUIRED[kind] if name not in table.column_names]
     if missing:
-        raise ResultsError(f"{path}: missing columns {missing}; not a cldst {kind} file")
+        raise ResultsError(f"{path}: lacks the {kind} columns {missing} (found {table.column_names}); "
+                           f"not a cldst {kind} file")
+    expected = SCHEMAS[kind]
+    for name in expected.names:  # columns added after the file's version read as null
+        if name not in table.column_names:
+            table = table.append_column(expected.field(name), pa.nulls(len(table), expected.field(name).type))
     table = table.select(expected.names)
     try:
         return table.cast(expected)

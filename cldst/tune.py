@@ -141,8 +141,7 @@ class ParquetCallback(tune.Callback):
                 # from its last checkpoint, with nothing left to learn. Its row stands as written then.
                 log.info(f"[{trial.trial_id}] had ended ok before the restart")
                 return
-        run = results.run_row(common, [row["acc"] for row in rows], [row["fwt_acc"] for row in rows], status, error,
-                              trial.last_result.get("time_total_s"))
+        run = results.run_row(common, rows, status, error, trial.last_result.get("time_total_s"))
         self._io(results.write_part, self.experiment_dir, "runs", trial.trial_id, [run])
         acc = f", avg acc {rows[-1]['avg_acc']:.2f}" if rows else ""  # after the last task: the final ACC
         log.info(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}"

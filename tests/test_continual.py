@@ -27,7 +27,8 @@ def run_capturing_states(cfg, bench, state=None):
     return results, states
 
 
-def owned_union(task_masks):
+def owned_union(state):
+    task_masks = checkpoint.task_masks(state)
     return {name: torch.stack([m[name] for m in task_masks]).any(0) for name in task_masks[0]}
 
 
@@ -46,7 +47,7 @@ def test_isolation_is_exact(bench, growth, optimizer):
     for j in range(cfg.num_tasks):  # R[i][j] is the same number after every later task i
         assert len({r.acc[j] for r in results[j:]}) == 1
     for earlier, later in zip(states, states[1:], strict=False):
-        owned = owned_union(earlier["task_masks"])
+        owned = owned_union(earlier)
         for name, mask in owned.items():
             before, after = earlier["model"][name], later["model"][name]
             assert torch.equal(before[mask], after[mask]), f"{name}: a weight owned by an earlier task moved"
@@ -57,7 +58,7 @@ def test_isolation_is_exact(bench, growth, optimizer):
 def test_without_isolation_earlier_weights_move(bench):
     cfg = small_config(isolate=False)
     _, states = run_capturing_states(cfg, bench)
-    owned = owned_union(states[0]["task_masks"])
+    owned = owned_union(states[0])
     moved = any(not torch.equal(states[0]["model"][n][m], states[-1]["model"][n][m]) for n, m in owned.items())
     assert moved
 
@@ -65,12 +66,12 @@ def test_without_isolation_earlier_weights_move(bench):
 def test_shared_weight_enters_a_later_mask_with_its_real_value():
     torch.manual_seed(0)
     model = build_model("mlp", 1, 8, 4)
-    masking = Masking(model, "uniform", 0.5, "magnitude", "random", 0.5, True, 2)
+    masking = Masking(model, "uniform", True, 2)
     generator = torch.Generator().manual_seed(0)
-    masking.start_task(0, generator)
+    masking.start_task(0, generator, 0.5, "magnitude", "random")
     masking.end_task()
     trained = {n: p.detach().clone() for n, p in masking.params.items()}
-    masking.start_task(1, generator)
+    masking.start_task(1, generator, 0.5, "magnitude", "random")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
     for _ in range(3):
         loss = model(torch.randn(8, 1, 8, 8))[:, 2:4].square().mean()
@@ -78,7 +79,7 @@ def test_shared_weight_enters_a_later_mask_with_its_real_value():
         loss.backward()
         masking.after_backward()
         optimizer.step()
-        masking.after_step()
+        masking.after_step(optimizer)
         masking.update(0.5, optimizer, generator)  # regrowth may pull owned weights into the mask
         for name, p in masking.params.items():
             shared = masking.mask[name] & masking.owned[name]
@@ -120,8 +121,8 @@ def test_task_statistics_are_consistent(bench):
     assert results[0].reused_fraction == 0.0
     capacity = [r.capacity_used for r in results]
     assert capacity == sorted(capacity) and capacity[0] == pytest.approx(0.3, abs=1e-3)
-    total = sum(m.numel() for m in states[-1]["task_masks"][0].values())
-    owned = sum(int(m.sum()) for m in owned_union(states[-1]["task_masks"]).values())
+    total = sum(m.numel() for m in checkpoint.task_masks(states[-1])[0].values())
+    owned = sum(int(m.sum()) for m in owned_union(states[-1]).values())
     assert capacity[-1] == owned / total
 
 

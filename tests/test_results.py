@@ -10,11 +10,14 @@ from cldst.config import RunConfig
 CONFIG = RunConfig(benchmark="digits").resolve().to_dict()
 
 
+def task_metrics(task: int, avg: float) -> dict:
+    return {"task": task, "acc": [avg] * (task + 1), "fwt_acc": [], "avg_acc": avg, "bwt": 0.0, "val_acc": None,
+            "val_avg_acc": None, "task_density": 0.2, "capacity_used": 0.2 * (task + 1), "reused_fraction": 0.1,
+            "fired_fraction": 0.3, "train_seconds": 1.5, "images_per_second": 100.0}
+
+
 def task_row(trial_id: str, task: int, avg: float) -> dict:
-    common = results.common_columns(CONFIG, "exp", trial_id, "node-a")
-    return {**common, "task": task, "acc": [avg] * (task + 1), "fwt_acc": [], "avg_acc": avg, "bwt": 0.0,
-            "task_density": 0.2, "capacity_used": 0.2 * (task + 1), "reused_fraction": 0.1,
-            "fired_fraction": 0.3, "train_seconds": 1.5, "images_per_second": 100.0, "created_at": results.now()}
+    return results.task_row(results.common_columns(CONFIG, "exp", trial_id, "node-a"), task_metrics(task, avg))
 
 
 def test_round_trip_keeps_schema_and_values(tmp_path):
@@ -81,3 +84,50 @@ def test_a_folder_of_experiments_and_a_wrong_folder(tmp_path):
         results.load(tmp_path / "empty")
     with pytest.raises(results.ResultsError, match="no such"):
         results.load(tmp_path / "missing")
+
+
+# Version 1 as DESIGN.md lists it (no schema_version, none of cldst 1's extra columns), and as cldst 1 wrote it
+# (schema_version 1 plus config_json, node, fwt_acc / tasks_done): both read, later columns as null.
+V1_EXTRAS = {"tasks": ["schema_version", "config_json", "node", "fwt_acc"],
+             "runs": ["schema_version", "config_json", "node", "tasks_done"]}
+
+
+@pytest.mark.parametrize("writer", ["design-v1", "cldst-1"])
+def test_version_1_files_stay_readable(tmp_path, writer):
+    common = results.common_columns(CONFIG, "exp", "t1", "node-a")
+    rows = {"tasks": [task_row("t1", 0, 90.0), task_row("t1", 1, 80.0)],
+            "runs": [results.run_row(common, [task_metrics(0, 90.0), task_metrics(1, 80.0)], "ok", None, 3.0)]}
+    for kind, kind_rows in rows.items():
+        columns = results.REQUIRED[kind] + (V1_EXTRAS[kind] if writer == "cldst-1" else [])
+        table = pa.Table.from_pylist(kind_rows, schema=results.SCHEMAS[kind]).select(columns)
+        if writer == "cldst-1":
+            where = table.schema.get_field_index("schema_version")
+            table = table.set_column(where, "schema_version", pa.array([1] * len(table), pa.int32()))
+        (tmp_path / kind).mkdir()
+        pq.write_table(table, tmp_path / kind / "part-t1.parquet")
+    loaded = results.load(tmp_path)
+    assert loaded.tasks.schema == results.TASKS_SCHEMA and loaded.runs.schema == results.RUNS_SCHEMA
+    tasks, runs = loaded.tasks.to_pylist(), loaded.runs.to_pylist()
+    assert [t["avg_acc"] for t in tasks] == [90.0, 80.0] and runs[0]["acc"] == 80.0
+    assert all(t["protocol"] is None and t["val_acc"] is None and t["parent_trial_id"] is None for t in tasks)
+    assert runs[0]["val_acc_matrix"] is None
+    assert runs[0]["config_json"] is None if writer == "design-v1" else runs[0]["config_json"] == common["config_json"]
+
+
+def test_a_file_lacking_version_1_columns_says_what_it_found(tmp_path):
+    table = pa.Table.from_pylist([task_row("t1", 0, 90.0)], schema=results.TASKS_SCHEMA).drop_columns(["acc"])
+    (tmp_path / "tasks").mkdir()
+    pq.write_table(table, tmp_path / "tasks" / "part-t1.parquet")
+    with pytest.raises(results.ResultsError, match=r"lacks the tasks columns \['acc'\] \(found"):
+        results.load(tmp_path)
+
+
+def test_validation_columns_round_trip(tmp_path):
+    common = results.common_columns(RunConfig(benchmark="digits", val_fraction=0.1).resolve().to_dict(), "e", "t",
+                                    "n")
+    rows = [{**task_metrics(t, 90.0 - t), "val_acc": [80.0] * (t + 1), "val_avg_acc": 80.0} for t in range(2)]
+    run = results.run_row(common, rows, "ok", None, 1.0)
+    assert run["val_acc"] == 80.0 and run["val_acc_matrix"] == [[80.0], [80.0, 80.0]]
+    results.write_part(tmp_path, "runs", "t", [run])
+    loaded = results.load(tmp_path).runs.to_pylist()[0]
+    assert (loaded["val_fraction"], loaded["protocol"], loaded["val_acc"]) == (0.1, "clean", 80.0)
