@@ -97,13 +97,14 @@ def synthetic_cifar100(train_per_class: int, test_per_class: int, seed: int = 0)
 def task_data(bench: Benchmark, task: int, classes_per_task: int, device: torch.device, train: bool = True) -> TaskData:
     x, y = (bench.train_x, bench.train_y) if train else (bench.test_x, bench.test_y)
     idx = task_indices(y, task, classes_per_task)
-    return TaskData(x[idx], y[idx], device, bench.mean, bench.std, channels_last=device.type == "cuda")
+    return TaskData(x[idx], y[idx], device, bench.mean, bench.std, bench.crop_padding, bench.flip,
+                    channels_last=device.type == "cuda")
 
 
-def device_batches(data: TaskData, batch_size: int, generator: torch.Generator, bench: Benchmark) -> Iterator[Batch]:
+def device_batches(data: TaskData, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
     """The loop's input path: device-resident epochs of batched crop/flip/normalise, forever."""
     while True:
-        yield from data.train_batches(batch_size, generator, bench.crop_padding, bench.flip)
+        yield from data.train_batches(batch_size, generator)
 
 
 # ---------------------------------------------------------------- the training-step driver
@@ -140,6 +141,11 @@ class Trainer:
         """The loop's death rate at this step (at the first update, if none has come yet)."""
         return death_rate_at(max(self.steps, self.cfg.update_frequency), self.total_steps, self.cfg.death_rate)
 
+    def start_task(self, task: int) -> None:
+        """The engine's start of task `task` with the run's density and criteria, as `learn_task` calls it."""
+        assert self.masking is not None, "a dense trainer has no masks"
+        self.masking.start_task(task, self.generator, self.cfg.density, self.cfg.prune, self.cfg.growth)
+
     def update(self) -> None:
         """One prune-and-regrow, as the loop does every update_frequency steps."""
         assert self.masking is not None, "a dense trainer has no masks to update"
@@ -169,20 +175,19 @@ def make_trainer(net: str, batch_size: int, device: torch.device, bench: Benchma
         torch.backends.cudnn.benchmark = True
     generator = torch.Generator(device=device)
     generator.manual_seed(task_seed(cfg.seed, task))
-    masking = None
-    if density is not None:
-        masking = Masking(model, cfg.sparse_init, cfg.density, cfg.prune, cfg.growth, cfg.death_rate, cfg.isolate,
-                          cfg.classes_per_task)
-        for earlier in range(task):
-            masking.start_task(earlier, generator)
-            masking.end_task()
-        masking.start_task(task, generator)
+    masking = None if density is None else Masking(model, cfg.sparse_init, cfg.isolate, cfg.classes_per_task)
     data = task_data(bench, task, cfg.classes_per_task, device)
-    batches = batches if batches is not None else device_batches(data, batch_size, generator, bench)
+    batches = batches if batches is not None else device_batches(data, batch_size, generator)
     head = slice(task * cfg.classes_per_task, (task + 1) * cfg.classes_per_task)
     autocast = device.type == "cuda" and cfg.precision == "bf16"
     model.train()
-    return Trainer(cfg, model, make_optimizer(cfg, model), masking, data, batches, generator, head, autocast)
+    trainer = Trainer(cfg, model, make_optimizer(cfg, model), masking, data, batches, generator, head, autocast)
+    if masking is not None:
+        for earlier in range(task):
+            trainer.start_task(earlier)
+            masking.end_task()
+        trainer.start_task(task)
+    return trainer
 
 
 # ---------------------------------------------------------------- timing

@@ -51,6 +51,7 @@ import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from cldst import checkpoint, continual  # noqa: E402
+from cldst.checkpoint import task_masks  # noqa: E402
 from cldst.config import NETS, SPARSE_INITS, RunConfig  # noqa: E402
 from cldst.data import Benchmark  # noqa: E402
 from cldst.masking import layer_counts  # noqa: E402
@@ -128,12 +129,6 @@ def train(cfg: RunConfig, bench: Benchmark, state: dict | None = None) -> tuple[
     states: list[dict] = []
     results = continual.run(cfg, bench, continual.Hooks(on_task_end=lambda _result, s: states.append(s)), state)
     return results, states
-
-
-def task_masks(state: dict) -> list[dict[str, torch.Tensor]]:
-    """Every finished task's boolean masks, however the checkpoint stores them."""
-    reader: Callable[[dict], list[dict[str, torch.Tensor]]] | None = getattr(checkpoint, "task_masks", None)
-    return reader(state) if reader is not None else state["task_masks"]
 
 
 # ---------------------------------------------------------------- the checks on one run

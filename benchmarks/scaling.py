@@ -47,7 +47,7 @@ def time_bookkeeping(net: str, num_tasks: int, device: torch.device, bench: Benc
     for task in range(num_tasks):
         common.sync(device)
         started = time.perf_counter()
-        masking.start_task(task, trainer.generator)
+        trainer.start_task(task)
         masking.end_task()
         common.sync(device)
         done = time.perf_counter()

@@ -83,7 +83,7 @@ def measure(net: str, batch: int, device: torch.device, bench: Benchmark, args: 
     update: dict[tuple[float, str], float] = {}
     for d, trainer in dst.items():
         for growth in args.growths:
-            trainer.masking.growth = growth  # read only by update(); the same as a Masking built with it
+            trainer.masking.growth = growth  # read only by update(): the same as a task started with it
             trainer.update()  # warm-up
             update[d, growth] = common.time_synced(device, trainer.update, args.update_repeats)
     del dense, dst, fns

@@ -27,7 +27,7 @@ def update_rows(net: str, batch: int, density: float, device: torch.device, benc
     step = common.interleaved(device, {"step": trainer.step}, args.warmup, args.steps, args.chunk)["step"]
     rows = []
     for prune, growth in CRITERIA:
-        # both are read only by update(): the same as a Masking built with them
+        # both are read only by update(): the same as a task started with them
         trainer.masking.prune, trainer.masking.growth = prune, growth
         trainer.step()  # fresh gradients and optimizer state, as the loop has when it updates
         trainer.update()  # warm-up
@@ -49,11 +49,11 @@ def eval_rows(trainer: common.Trainer, step: float, device: torch.device, bench:
     rows = []
     for task in sorted({1, cfg.num_tasks // 2, cfg.num_tasks - 1}):
         while len(masking.task_masks) <= task:
-            masking.start_task(len(masking.task_masks), trainer.generator)
+            trainer.start_task(len(masking.task_masks))
             masking.end_task()
-        evaluate_all(cfg, trainer.model, masking, tests, task, device)  # warm-up
+        evaluate_all(cfg, trainer.model, masking, tests, task, device, forward=True)  # warm-up
         seconds = common.time_synced(device, lambda t=task: evaluate_all(cfg, trainer.model, masking, tests, t,
-                                                                          device), args.repeats)
+                                                                          device, forward=True), args.repeats)
         rows.append({"net": cfg.net, "tasks": cfg.num_tasks, "after task": task,
                      "masks stored": len(masking.task_masks),
                      "test images": images, "eval ms": 1e3 * seconds, "training steps' worth": seconds / step,
