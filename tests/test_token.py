@@ -47,8 +47,8 @@ def test_the_token_is_found_where_ray_looks_first(tmp_path, monkeypatch):
 @pytest.mark.timeout(120)
 def test_a_local_ray_s_token_file_is_readable_by_its_owner_only(tmp_path):
     home = tmp_path / "home"
-    start = ("import argparse, sys; sys.path.insert(0, sys.argv[1]); from sweeps import common; import ray; "
-             "common.start_ray(argparse.Namespace(address=None)); ray.shutdown()")
+    start = ("import sys; sys.path.insert(0, sys.argv[1]); from sweeps import common, full_grid; import ray; "
+             "common.start_ray(full_grid.build_parser().parse_args([])); ray.shutdown()")
     env = {k: v for k, v in plain_env(home).items() if k != "RAY_ADDRESS"}
     subprocess.run([sys.executable, "-c", start, str(REPO)], env=env, check=True, timeout=100,
                    capture_output=True, preexec_fn=lambda: os.umask(0o022))  # Ray would leave it at 0644
