@@ -26,6 +26,7 @@ from cldst.cli import OneLineParser, fail
 from cldst.config import ConfigError, RunConfig
 from cldst.data import Benchmark, DataError, load_benchmark
 from cldst.results import KINDS, RUN_STATUSES, ResultsError, check_writable, load
+from cldst.splits import validation_indices
 from sweeps import cluster
 
 AXES = ("sparse_init", "growth", "density", "update_frequency", "num_tasks")
@@ -70,6 +71,8 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit; starts nothing")
     p.add_argument("--verbose", action="store_true",
                    help="also print the per-task lines (always in <results>/sweep.log)")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="share of each class's training images held out for validation (default: the script's)")
     p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="when stdout is not a terminal, one progress line every SECONDS (default 30)")
     p.add_argument("--mlflow", metavar="URI", help="also log to MLflow at this tracking URI (file:..., http://...); "
@@ -98,6 +101,8 @@ def check_options(args: argparse.Namespace) -> None:
             fail(f"{option}: must be >= 0, got {value}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
         fail(f"--name: {args.name!r} may hold only letters, digits, '_', '.' and '-'")
+    if args.val_fraction is not None and not (math.isfinite(args.val_fraction) and 0 <= args.val_fraction < 1):
+        fail(f"--val-fraction: must be a number in [0, 1) (0: no validation split), got {args.val_fraction:g}")
     if not (math.isfinite(args.progress_every) and args.progress_every > 0):
         fail(f"--progress-every: must be a number of seconds > 0, got {args.progress_every:g}")
     for option, package in (("--mlflow", "mlflow"), ("--wandb", "wandb")):
@@ -114,10 +119,14 @@ def axes(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, list]:
     return {name: list(dict.fromkeys(getattr(args, name) or preset.axes[name])) for name in names}
 
 
-def fixed_config(args: argparse.Namespace) -> dict:
+def fixed_config(args: argparse.Namespace, val_fraction: float = 0.0) -> dict:
+    """The preset's fixed fields and the options that set them; `val_fraction`: the script's default."""
     fixed = dict(PRESETS[args.preset].fixed)
     if args.epochs is not None:
         fixed["epochs"] = args.epochs
+    fraction = val_fraction if args.val_fraction is None else args.val_fraction
+    if fraction:  # absent when 0: sweeps without a split keep their sweep.json
+        fixed["val_fraction"] = fraction
     return fixed
 
 
@@ -190,7 +199,12 @@ def prepare(args: argparse.Namespace, first: RunConfig) -> tuple[Experiment, Ben
     check_paths(exp)
     cluster.check_address(args.address)
     check_mlflow(args)
-    return exp, load_data(first, args)
+    bench = load_data(first, args)
+    try:  # every class of every task keeps a training and a validation image
+        validation_indices(bench.train_y, first.val_fraction)
+    except ConfigError as err:
+        fail(f"--val-fraction: {str(err).removeprefix('val_fraction: ')}")
+    return exp, bench
 
 
 def check_mlflow(args: argparse.Namespace) -> None:
@@ -341,13 +355,17 @@ def summarize(exp: Experiment, expected: int) -> int:
             print(f"  {reason}")
     for run_row in [r for r in runs if r["status"] == "error"][:5]:
         print(f"  error in {run_row['trial_id']}: {run_row['error']}")
-    top = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r["acc"], reverse=True)[:5]
+    ok = [r for r in runs if r["status"] == "ok"]
+    on_val = bool(ok) and all(r["val_acc"] is not None for r in ok)  # never rank on test data when there is a split
+    top = sorted(ok, key=lambda r: r["val_acc" if on_val else "acc"], reverse=True)[:5]
     if top:
-        print("top configurations by final ACC:")
+        print("top configurations by final validation ACC (test ACC beside it):" if on_val
+              else "top configurations by final ACC:")
         for r in top:
             settings = " ".join(f"{c}={r[c]:.4g}" if isinstance(r[c], float) else f"{c}={r[c]}"
                                 for c in SUMMARY_COLUMNS)
-            print(f"  ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings}  ({r['trial_id']})")
+            val = f"val ACC {r['val_acc']:6.2f}  " if on_val else ""
+            print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings}  ({r['trial_id']})")
     if len(runs) < expected:
         print(f"{expected - len(runs)} trials unfinished: rerun the same command to resume")
         return 1

@@ -5,10 +5,13 @@
 
 Optuna (TPE by default) searches sparse_init, growth and update_frequency (the preset's values,
 or those given), density (log-uniform in --density-range) and death_rate (uniform in
---death-rate-range) for the highest final ACC on one split. ASHA compares trials after each task
+--death-rate-range) for the highest final validation ACC on one split: --val-fraction (default
+0.1) of each class's training images is held out, and test data never chooses (--select-on-test
+does, with --val-fraction 0, and says so). ASHA compares trials on validation ACC after each task
 (time attribute: tasks learned) and stops the weak ones; they are recorded with status `stopped`
 and told to Optuna as pruned. The study is <results>/optuna.db (SQLite; study name = the
-experiment name): a restarted search continues its history. Rerunning the same command resumes.
+experiment name): a restarted search continues its history. Rerunning the same command resumes,
+exactly: ASHA's rungs and the study are rebuilt from the Parquet results (sweeps/search_state.py).
 """
 
 from __future__ import annotations
@@ -19,25 +22,19 @@ import sys
 from pathlib import Path
 
 import optuna
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/search.py` from a checkout
 
 from sweeps import common  # noqa: E402
+from sweeps.search_state import ResumableASHA, SelectingSearch  # noqa: E402
 
 CHOICES = ("sparse_init", "growth", "update_frequency")
-METRIC = "avg_acc"  # after the last task, avg_acc is the run's final ACC
+# After the last task, val_avg_acc is the run's final validation ACC (avg_acc: its final test ACC).
+METRIC, TEST_METRIC = "val_avg_acc", "avg_acc"
+VAL_FRACTION = 0.1
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-
-
-class FinalAccSearch(OptunaSearch):
-    """Tells Optuna a trial's value only when the trial learned every task: a trial ASHA stopped
-    early is pruned (Optuna keeps its per-task reports), so an early avg_acc never counts as final ACC."""
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        finished = result is not None and result.get("tasks_done") == result.get("num_tasks")
-        super().on_trial_complete(trial_id, result if finished else None, error)
+ON_TEST = ("**Selecting on test ACC (--select-on-test): the chosen configuration's test ACC is optimistically "
+           "biased; do not report it as a held-out result.**")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of every run and of the sampler (default 0)")
     parser.add_argument("--grace-period", type=int, default=1, help="tasks a trial learns before ASHA may stop it")
     parser.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA keeps 1/this at each rung")
+    parser.add_argument("--select-on-test", action="store_true",
+                        help="select on test ACC (biased; needed with --val-fraction 0); default: validation ACC")
     return parser
 
 
@@ -66,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, (low, high) in ranges.items():
         if low > high:
             common.fail(f"--{name.replace('_', '-')}-range: LOW {low:g} is above HIGH {high:g}")
-    fixed = {**common.fixed_config(args), "seed": args.seed}
+    fixed = {**common.fixed_config(args, VAL_FRACTION), "seed": args.seed}
+    if "val_fraction" not in fixed and not args.select_on_test:
+        common.fail("--val-fraction: 0 leaves no validation data to select on; give a fraction in (0, 1), or add "
+                    "--select-on-test to select on test ACC (biased)")
+    metric = TEST_METRIC if args.select_on_test else METRIC
     if args.num_tasks is not None:
         fixed["num_tasks"] = args.num_tasks
     corners = [{**fixed, **dict(zip([*choices, *ranges], values, strict=True))}
@@ -82,13 +85,16 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {{{' '.join(map(str, v))}}}" for k, v in choices.items())
           + f", density [{ranges['density'][0]:g}, {ranges['density'][1]:g}] (log), death_rate "
             f"[{ranges['death_rate'][0]:g}, {ranges['death_rate'][1]:g}]; {first.benchmark}, {first.net}, "
-            f"{first.num_tasks} tasks, {first.epochs} epochs per task; ASHA on {METRIC} per task")
+            f"{first.num_tasks} tasks, {first.epochs} epochs per task; Optuna and ASHA on {metric} per task"
+            + (f" ({first.val_fraction:g} of the training images held out)" if metric == METRIC else ""))
+    if args.select_on_test:
+        print(ON_TEST)
     if args.dry_run:
         return 0
     exp, bench = common.prepare(args, first)
     common.claim(exp, {"script": "search", "fixed": fixed, "choices": choices, "ranges": ranges,
                        "num_samples": args.num_samples, "sampler": args.sampler,
-                       "asha": [args.grace_period, args.reduction_factor]})
+                       "asha": [args.grace_period, args.reduction_factor], "metric": metric})
     study_path = exp.results_dir / "optuna.db"
     print(f"results -> {exp.results_dir}; Optuna study {exp.name!r} -> {study_path}; Ray state -> {exp.tune_path}",
           flush=True)
@@ -97,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     space = {name: optuna.distributions.CategoricalDistribution(values) for name, values in choices.items()}
     space["density"] = optuna.distributions.FloatDistribution(*ranges["density"], log=True)
     space["death_rate"] = optuna.distributions.FloatDistribution(*ranges["death_rate"])
-    searcher = FinalAccSearch(space, metric=METRIC, mode="max", sampler=SAMPLERS[args.sampler](seed=args.seed),
-                              study_name=exp.name, storage=optuna.storages.RDBStorage(f"sqlite:///{study_path}"))
-    scheduler = ASHAScheduler(time_attr="tasks_done", metric=METRIC, mode="max", max_t=first.num_tasks,
-                              grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+    searcher = SelectingSearch(space, metric=metric, mode="max", sampler=SAMPLERS[args.sampler](seed=args.seed),
+                               study_name=exp.name, storage=optuna.storages.RDBStorage(f"sqlite:///{study_path}"),
+                               results_dir=exp.results_dir, experiment=exp.name, fixed=fixed)
+    scheduler = ResumableASHA(exp.results_dir, time_attr="tasks_done", metric=metric, mode="max",
+                              max_t=first.num_tasks, grace_period=args.grace_period,
+                              reduction_factor=args.reduction_factor)
     common.run(args, exp, bench, fixed, search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples)
-    return common.summarize(exp, args.num_samples)
+    code = common.summarize(exp, args.num_samples)
+    if args.select_on_test:
+        print(ON_TEST)
+    return code
 
 
 if __name__ == "__main__":
