@@ -27,6 +27,7 @@ STATUSES = ("ok", "error", "stopped", "running")
 IDENTITY = ["experiment", "trial_id"]
 # Fields of the resolved config that say where or how a run executed, not what it computes.
 NOT_A_SETTING = {"device"}
+UNRECORDED = "unrecorded"  # the protocol of runs written before it was recorded (schema version 1)
 
 
 @dataclass
@@ -125,6 +126,7 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     extra = pd.DataFrame(configs, index=frame.index)
     extra = extra[[c for c in extra.columns if c not in frame.columns]]
     frame = pd.concat([frame, extra], axis=1)
+    frame["protocol"] = frame["protocol"].fillna(UNRECORDED)  # a group key: missing must not drop a run
     frame["split"] = frame["num_tasks"].astype(str) + "x" + frame["classes_per_task"].astype(str)
     frame["command"] = [command_line(config) if config else None for config in configs]
     first = ["experiment", "trial_id", *CONFIG_COLUMNS, "split", *extra.columns]

@@ -53,10 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse(argv)
         loaded = load_all(args.results, on_bad="skip")
+        where = ", ".join(map(str, args.results))
+        if loaded.runs.empty and loaded.skipped:  # files are there: say what they are, not "no results"
+            raise UsageError(f"found {len(loaded.skipped)} result file(s) under {where} but could read none: "
+                             f"{loaded.skipped[0][1]}")
         if loaded.runs.empty:
-            skipped = f" ({len(loaded.skipped)} unreadable file(s) left out, e.g. {loaded.skipped[0][1]})" \
-                if loaded.skipped else ""
-            raise UsageError(f"no trial results yet under {', '.join(map(str, args.results))}{skipped}")
+            raise UsageError(f"no trial results yet under {where}")
         out = args.out or default_out(args.results)
         try:  # a file in the way, no permission, a read-only or full disk: say so before writing anything
             check_writable(out)
@@ -142,7 +144,8 @@ def _what_was_run(loaded: Loaded) -> str:
         lines += ["", "Trials left out of the means:", "", tables.markdown(pd.DataFrame({
             "experiment": left_out["experiment"], "trial": left_out["trial_id"], "status": left_out["status"],
             "config": [_describe(row) for _, row in left_out.iterrows()],
-            "tasks done": [f"{row.tasks_done} of {row.num_tasks}" for row in left_out.itertuples()],
+            "tasks done": [f"{'?' if pd.isna(row.tasks_done) else int(row.tasks_done)} of {row.num_tasks}"
+                           for row in left_out.itertuples()],
             "last avg ACC": [tables.number(latest.get((row.experiment, row.trial_id), float("nan")))
                              for row in left_out.itertuples()],
             "error": [str(e).splitlines()[0] if isinstance(e, str) else "–" for e in left_out["error"]]}))]
@@ -192,15 +195,25 @@ def _figures_section(drawn: list[tuple[str, Path | None]]) -> str:
 
 def _best(bests: list[Best]) -> str:
     lines = ["## Best configuration per split", "",
-             "Highest mean final ACC; ties go to more runs, then the smaller std. The command reruns the "
-             "configuration's best seed exactly."]
+             "Chosen on mean final validation ACC (a held-out share of the training images) where the runs "
+             "held a validation split, with its test ACC beside it; test data never chooses there. Ties go to "
+             "more runs, then the smaller std. The command reruns the configuration's best seed (by the same "
+             "metric) exactly."]
     for best in bests:
         config = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.config.items())
-        lines += ["", f"### {best.panel}", "",
-                  f"- {config}", f"- final ACC {tables.mean_std(best.acc_mean, best.acc_std)} over "
-                  f"{best.n_ok} run(s); best seed {best.run['seed']} (trial `{best.run['trial_id']}`, "
-                  f"experiment `{best.run['experiment']}`): ACC {best.run['acc']:.2f}, BWT {best.run['bwt']:.2f}",
-                  "", "```", str(best.run["command"]), "```"]
+        run = best.run
+        if best.on_validation:
+            chosen = [f"- chosen on final validation ACC {tables.mean_std(best.val_mean, best.val_std)}; its "
+                      f"final test ACC {tables.mean_std(best.acc_mean, best.acc_std)} over {best.n_ok} run(s)"]
+            seed = f"val ACC {run['val_acc']:.2f}, test ACC {run['acc']:.2f}"
+        else:
+            chosen = ["- **chosen on test ACC: these runs held no validation split (--val-fraction 0), so this "
+                      "choice is optimistically biased**",
+                      f"- final ACC {tables.mean_std(best.acc_mean, best.acc_std)} over {best.n_ok} run(s)"]
+            seed = f"ACC {run['acc']:.2f}"
+        lines += ["", f"### {best.panel}", "", f"- {config}", *chosen,
+                  f"- best seed {run['seed']} (trial `{run['trial_id']}`, experiment `{run['experiment']}`): "
+                  f"{seed}, BWT {run['bwt']:.2f}", "", "```", str(run["command"]), "```"]
     if not bests:
         lines += ["", "None yet: no finished (`ok`) run."]
     return "\n".join(lines)
@@ -217,12 +230,17 @@ def _search_sections(loaded: Loaded, out: Path, progress: Callable[[str], None])
         for path in (history_png, importance_png):
             if path:
                 progress(f"wrote {path.relative_to(out)}")
-        lines = [f"## Search: {found.experiment} (Optuna study `{found.experiment}` in `{found.study.name}`)", "",
-                 f"{len(steps)} trials ended ({int(steps['acc'].notna().sum())} ok); best final ACC so far "
-                 + (f"{steps['best_so_far'].iloc[-1]:.2f}." if steps["acc"].notna().any() else "–.")]
+        name = search.VALUE_NAMES[found.metric]
+        lines = [f"## Search: {found.experiment} (Optuna study `{found.experiment}` in `{found.study.name}`)", ""]
+        if found.metric == "acc":
+            lines += [f"**This search selected on test ACC ({found.why_test}): its best configuration's test ACC is "
+                      "optimistically biased.**", ""]
+        lines.append(f"{len(steps)} trials ended ({int(steps['value'].notna().sum())} ok); best {name} so far "
+                     + (f"{steps['best_so_far'].iloc[-1]:.2f}." if steps["value"].notna().any() else "–."))
         if history_png:
             lines += ["", f"![search history](figures/{history_png.name})", "",
-                      "Final ACC of each trial in finishing order (dots), failed trials (crosses), best so far (line)."]
+                      f"The {name} of each trial in finishing order (dots), failed trials (crosses), best so far "
+                      "(line)."]
         lines += ["", f"Parameter importances, computed by {ranked.source}:", ""]
         lines.append(tables.markdown(ranked.values.rename("importance").rename_axis("parameter").reset_index())
                      if not ranked.values.empty else "(no parameter varies among the finished trials)")

@@ -2,7 +2,9 @@
 
 Only finished runs (status "ok") enter a mean; every trial is counted in its group's
 n_ok / n_error / n_stopped / n_running columns. std is the sample std (ddof=1) and is NaN,
-shown as "–", for a single run: one seed says nothing about the spread.
+shown as "–", for a single run: one seed says nothing about the spread. Test ACC is the headline
+(the paper's protocol); final validation ACC sits beside it where runs held a validation split.
+Runs evaluated under different protocols never share a mean: the protocol is a key of every table.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from analysis.data import STATUSES, ok_runs, settings
 
 # The issue's grouping; a setting outside it joins the key only where it varies among runs that
 # share these, so runs of different configurations never share a mean.
-MAIN_KEYS = ["benchmark", "net", "num_tasks", "classes_per_task", "update_frequency", "density", "sparse_init",
-             "growth"]
+MAIN_KEYS = ["benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency", "density",
+             "sparse_init", "growth"]
 # What varies inside one comparison table (rows init x growth, columns density).
 WITHIN_PANEL = ["density", "sparse_init", "growth"]
-METRICS = ["acc", "bwt", "fwt"]
-LABELS = {"benchmark": "benchmark", "net": "net", "split": "tasks x classes", "update_frequency": "update every",
+METRICS = ["acc", "bwt", "fwt", "val_acc"]  # val_acc: NaN for runs without a validation split
+LABELS = {"benchmark": "benchmark", "net": "net", "protocol": "protocol", "split": "tasks x classes",
+          "update_frequency": "update every",
           "density": "density", "sparse_init": "init", "growth": "growth", "n_ok": "runs ok",
           "n_error": "error", "n_stopped": "stopped", "n_running": "running"}
 
@@ -74,31 +77,36 @@ def panels(table: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 def panel_title(named: dict) -> str:
     parts = [f"{named['benchmark']} · {named['net']} · {named['num_tasks']} tasks x {named['classes_per_task']} "
-             f"classes · update every {named['update_frequency']}"]
+             f"classes · update every {named['update_frequency']} · protocol {named['protocol']}"]
     parts += [f"{key}={value}" for key, value in named.items() if key not in MAIN_KEYS]
     return " · ".join(parts)
 
 
 def panel_slug(named: dict) -> str:
     parts = [named["benchmark"], named["net"], f"{named['num_tasks']}x{named['classes_per_task']}",
-             f"uf{named['update_frequency']}"]
+             f"uf{named['update_frequency']}", named["protocol"]]
     parts += [f"{key}-{value}" for key, value in named.items() if key not in MAIN_KEYS]
     return "_".join(str(p).replace("/", "-").replace(" ", "") for p in parts)
 
 
 def comparison(rows: pd.DataFrame) -> pd.DataFrame:
-    """The paper's layout for one panel, numeric: rows init x growth, per density ACC mean, std and n."""
-    wide = rows.pivot_table(index=["sparse_init", "growth"], columns="density",
-                            values=["acc_mean", "acc_std", "n_ok"], dropna=False, aggfunc="first")
+    """The paper's layout for one panel, numeric: rows init x growth, per density ACC mean, std and n (and
+    validation ACC mean and std where present)."""
+    values = ["acc_mean", "acc_std", "n_ok"] + (["val_acc_mean", "val_acc_std"] if has_validation(rows) else [])
+    wide = rows.pivot_table(index=["sparse_init", "growth"], columns="density", values=values, dropna=False,
+                            aggfunc="first")
     wide = wide.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
     wide.columns = [f"{stat}@{density:g}" for density, stat in wide.columns]
     return wide.reset_index()
 
 
 def comparison_markdown(rows: pd.DataFrame) -> str:
-    """The same layout for reading: one "mean ± std (n=k)" cell per density."""
-    cells = rows.assign(cell=[f"{mean_std(m, s)} (n={n})" for m, s, n in
-                              zip(rows["acc_mean"], rows["acc_std"], rows["n_ok"], strict=True)])
+    """The same layout for reading: one "mean ± std (n=k)" cell per density, "; val mean ± std" added inside
+    the brackets where the runs held a validation split."""
+    vals = [f"; val {mean_std(m, s)}" if pd.notna(m) else "" for m, s in
+            zip(rows["val_acc_mean"], rows["val_acc_std"], strict=True)]
+    cells = rows.assign(cell=[f"{mean_std(m, s)} (n={n}{val})" for m, s, n, val in
+                              zip(rows["acc_mean"], rows["acc_std"], rows["n_ok"], vals, strict=True)])
     wide = cells.pivot(index=["sparse_init", "growth"], columns="density", values="cell").fillna("–")
     wide.columns = [f"density {d:g}" for d in wide.columns]
     return markdown(wide.reset_index().rename(columns=LABELS))
@@ -107,10 +115,15 @@ def comparison_markdown(rows: pd.DataFrame) -> str:
 def summary_markdown(table: pd.DataFrame) -> str:
     shown = table.drop(columns=["num_tasks", "classes_per_task"]
                        + [c for c in table.columns if c.endswith(("_mean", "_std"))])
-    for metric in METRICS:
-        shown[metric.upper()] = [mean_std(m, s) for m, s in
-                                 zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)]
+    for metric in METRICS if has_validation(table) else METRICS[:-1]:
+        shown[metric.upper().replace("VAL_ACC", "val ACC")] = [
+            mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)]
     return markdown(shown.rename(columns=LABELS))
+
+
+def has_validation(table: pd.DataFrame) -> bool:
+    """Whether any configuration of a `summary` table has a final validation ACC."""
+    return bool(table["val_acc_mean"].notna().any())
 
 
 def write_tables(table: pd.DataFrame, folder: Path) -> list[Path]:

@@ -34,9 +34,9 @@ GRID = {
 
 
 def config(num_tasks: int = 5, density: float = 0.1, sparse_init: str = "ERK", growth: str = "random",
-           seed: int = 0, benchmark: str = "digits") -> dict:
+           seed: int = 0, benchmark: str = "digits", val_fraction: float = 0.0, protocol: str = "clean") -> dict:
     return RunConfig(benchmark=benchmark, num_tasks=num_tasks, density=density, sparse_init=sparse_init,
-                     growth=growth, seed=seed).resolve().to_dict()
+                     growth=growth, seed=seed, val_fraction=val_fraction, protocol=protocol).resolve().to_dict()
 
 
 def accuracy_rows(acc: float, bwt: float, tasks: int) -> list[list[float]]:
@@ -54,17 +54,20 @@ class Writer:
         self.count = 0
 
     def trial(self, cfg: dict, acc: float | None, bwt: float = 0.0, status: str | None = "ok",
-              tasks_done: int | None = None) -> str:
-        """One trial; status None means still running (tasks rows, no runs row)."""
+              tasks_done: int | None = None, val: float | None = None) -> str:
+        """One trial; status None means still running (tasks rows, no runs row); `val`: its final validation
+        ACC (validation rows as the test rows, BWT 0), None without a validation split."""
         trial_id = f"{self.experiment}_{self.count:03d}"
         self.count += 1
         total = cfg["num_tasks"]
         done = total if tasks_done is None else tasks_done
         matrix = accuracy_rows(acc if acc is not None else 50.0, bwt, total)[:done]
+        val_matrix = accuracy_rows(val, 0.0, total)[:done] if val is not None else [None] * done
         common = common_columns(cfg, self.experiment, trial_id, node="node-1")
         stamp = START + timedelta(minutes=10 * self.count)
         tasks = [dict(common, task=t, acc=matrix[t], fwt_acc=[10.0] * (total - t - 1),
-                      avg_acc=sum(matrix[t]) / (t + 1), bwt=0.0 if t == 0 else bwt,
+                      avg_acc=sum(matrix[t]) / (t + 1), bwt=0.0 if t == 0 else bwt, val_acc=val_matrix[t],
+                      val_avg_acc=val_matrix[t][0] if val is not None else None, parent_trial_id=None,
                       task_density=cfg["density"], capacity_used=min(1.0, cfg["density"] * (t + 1) * 0.9),
                       reused_fraction=0.0 if t == 0 else 0.1 * t, fired_fraction=0.5,
                       train_seconds=1.0, images_per_second=1000.0, created_at=stamp + timedelta(seconds=t))
@@ -73,6 +76,8 @@ class Writer:
         if status is not None:
             run = dict(common, status=status, error="RuntimeError: boom" if status == "error" else None,
                        tasks_done=done, acc_matrix=matrix, acc=acc, bwt=bwt, fwt=10.0,
+                       val_acc=val if val is not None and status == "ok" else None,
+                       val_acc_matrix=val_matrix if val is not None else None,
                        incremental_acc=[acc] * total if acc is not None else None,
                        total_seconds=float(done), created_at=stamp + timedelta(minutes=1))
             write_part(self.dir, "runs", trial_id, [run])

@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 FIGURES = ["acc_vs_density.png", "accuracy_matrix.png", "avg_acc_over_tasks.png", "capacity_over_tasks.png",
            "search_history_search.png", "param_importance_search.png"]
-PANEL_5X2 = "digits · mlp · 5 tasks x 2 classes · update every 10"
-PANEL_2X5 = "digits · mlp · 2 tasks x 5 classes · update every 10"
+PANEL_5X2 = "digits · mlp · 5 tasks x 2 classes · update every 10 · protocol clean"
+PANEL_2X5 = "digits · mlp · 2 tasks x 5 classes · update every 10 · protocol clean"
 # Runs the report with torch and ray impossible to import: any attempt raises ImportError.
 NO_TORCH = """
 import importlib.abc, runpy, sys
@@ -187,7 +187,9 @@ def test_report_runs_without_torch_and_writes_everything(results: Path, report_r
     assert "At density 0.1, ERK initialisation beats uniform by 11.00 points" in text
     assert "larger than the largest seed-to-seed standard deviation" in text
     best_5x2 = text.split(f"### {PANEL_5X2}")[-1]  # the last section of that panel is its best configuration
-    assert "final ACC 92.00 ± 0.71 over 2 run(s); best seed 1" in best_5x2
+    assert "**chosen on test ACC: these runs held no validation split" in best_5x2
+    assert "final ACC 92.00 ± 0.71 over 2 run(s)\n- best seed 1" in best_5x2
+    assert "**This search selected on test ACC (no validation split)" in text
     assert "cldst train --dataset digits --net mlp --num-classes 10 --num-tasks 5 --num-classes-per-task 2 " \
            "--sparse-init ERK --prune magnitude --growth momentum --density 0.2" in best_5x2
     assert "computed by Optuna get_param_importances" in text
@@ -200,9 +202,10 @@ def test_report_tables_on_disk(results: Path, report_run) -> None:
     row = csv[(csv["benchmark"] == "digits") & (csv["split"] == "5x2") & (csv["density"] == 0.2)
               & (csv["sparse_init"] == "uniform") & (csv["growth"] == "random")].iloc[0]
     assert (row["acc_mean"], row["n_ok"]) == (90.0, 2) and row["acc_std"] == pytest.approx(8**0.5)
-    assert "| digits | mlp | 2x5 | 10 | 0.1 | ERK | random | 1 | 0 | 0 | 0 | 95.00 ± – |" in \
+    assert "| digits | mlp | clean | 2x5 | 10 | 0.1 | ERK | random | 1 | 0 | 0 | 0 | 95.00 ± – |" in \
         (folder / "summary.md").read_text()
-    for slug in ("digits_mlp_5x2_uf10", "digits_mlp_2x5_uf10", "synthetic_mlp_5x2_uf5"):
+    assert "val ACC" not in (folder / "summary.md").read_text()  # no run held a validation split
+    for slug in ("digits_mlp_5x2_uf10_clean", "digits_mlp_2x5_uf10_clean", "synthetic_mlp_5x2_uf5_clean"):
         assert (folder / f"comparison_{slug}.csv").stat().st_size > 0
         assert (folder / f"comparison_{slug}.md").stat().st_size > 0
 
@@ -236,7 +239,7 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path: Path) -> None:
     assert main([str(tmp_path)]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Unreadable result files left out (3)" in text
-    assert "schema_version [0] but this cldst reads version 1" in text
+    assert "schema_version [0], but this cldst reads versions 1 to" in text
     assert "stray file" in text and "part-truncated.parquet" in text
 
 
@@ -248,8 +251,8 @@ def test_only_older_schema_files_are_refused_clearly(tmp_path: Path, capsys: pyt
         pq.write_table(table.set_column(0, "schema_version", pa.array([0] * len(table), pa.int32())), path)
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"analysis.report: error: no trial results yet under {tmp_path} (2 unreadable file(s)")
-    assert "schema_version [0] but this cldst reads version 1" in err
+    assert err.startswith(f"analysis.report: error: found 2 result file(s) under {tmp_path} but could read none: ")
+    assert "schema_version [0], but this cldst reads versions 1 to" in err and err.count("\n") == 1
     assert not (tmp_path / "report").exists()
 
 
