@@ -285,3 +285,54 @@ def test_search_history_and_importances(results: Path, monkeypatch: pytest.Monke
 def test_default_output_folder(tmp_path: Path) -> None:
     assert default_out([tmp_path / "exp"]) == tmp_path / "exp" / "report"
     assert default_out([tmp_path / "a", tmp_path / "b"]) == tmp_path.resolve() / "report"
+
+
+def test_the_best_configuration_is_chosen_on_validation_with_test_beside_it(tmp_path: Path) -> None:
+    writer = Writer(tmp_path, "val")
+    for seed in (0, 1):  # momentum: the better test ACC, random: the better validation ACC
+        writer.trial(config(growth="momentum", seed=seed, val_fraction=0.1), 90.0 + seed, val=80.0 + seed)
+        writer.trial(config(growth="random", seed=seed, val_fraction=0.1), 85.0 + seed, val=88.0 - seed)
+    runs = analysis.load(tmp_path)
+    table = tables.summary(runs)
+    (best,) = best_configs(runs, table)
+    assert best.on_validation and best.config["growth"] == "random"
+    assert (best.val_mean, best.acc_mean, best.run["seed"]) == (87.5, 85.5, 0)  # its best seed by validation too
+    assert "| ERK | momentum | 90.50 ± 0.71 (n=2; val 80.50 ± 0.71) |" in tables.comparison_markdown(table)
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "- chosen on final validation ACC 87.50 ± 0.71; its final test ACC 85.50 ± 0.71 over 2 run(s)" in text
+    assert "val ACC 88.00, test ACC 85.00" in text and "chosen on test ACC" not in text
+    assert "| val ACC |" in (tmp_path / "report" / "tables" / "summary.md").read_text().splitlines()[0]
+
+
+def test_protocols_never_share_a_mean(tmp_path: Path) -> None:
+    writer = Writer(tmp_path, "protocols")
+    for protocol, acc in (("clean", 90.0), ("paper", 70.0)):
+        for seed in (0, 1):
+            writer.trial(config(seed=seed, protocol=protocol), acc + seed)
+    table = tables.summary(analysis.load(tmp_path))
+    assert sorted(zip(table["protocol"], table["acc_mean"], table["n_ok"], strict=True)) == [
+        ("clean", 90.5, 2), ("paper", 70.5, 2)]
+    assert [title.rsplit(" · ", 1)[1] for title, _slug, _rows in tables.panels(table)] == [
+        "protocol clean", "protocol paper"]
+
+
+@pytest.mark.parametrize("kinds", [("tasks", "runs"), ("runs",)])
+def test_a_design_version_1_folder_gives_a_report(tmp_path: Path, kinds: tuple[str, ...]) -> None:
+    """Files holding exactly DESIGN.md's version-1 columns (no schema_version, config_json, node, tasks_done,
+    protocol or validation columns): the report reads what it uses and leaves the rest out."""
+    from cldst import results as cldst_results
+
+    writer = Writer(tmp_path, "v1")
+    for seed in (0, 1):
+        writer.trial(config(seed=seed), 80.0 + seed)
+    writer.trial(config(seed=2), 50.0, status="stopped", tasks_done=2)
+    for kind in ("tasks", "runs"):
+        for path in (tmp_path / "v1" / kind).glob("*.parquet"):
+            if kind in kinds:
+                pq.write_table(pq.read_table(path).select(cldst_results.REQUIRED[kind]), path)
+    assert main([str(tmp_path)]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "protocol unrecorded" in text and "**chosen on test ACC" in text
+    assert "final ACC 80.50 ± 0.71 over 2 run(s)" in text
+    assert "| v1 | v1_002 | stopped | digits mlp 5x2 ERK/random density 0.1 seed 2 | " in text
