@@ -233,7 +233,7 @@ CLDST = {  # other `cldst` command lines
     "no command": ("", "command"),
     "unknown command": ("fit --dataset digits", "invalid choice: 'fit'"),
     "data: unknown action": ("data fetch cifar10", "invalid choice: 'fetch'"),
-    "data: unknown dataset": ("data check mnist", "benchmark: 'mnist'"),
+    "data: unknown dataset": ("data check imagenet21k", "benchmark: 'imagenet21k'"),
     "data: not downloadable": ("data download miniimagenet --data-root {tmp}/data", "only cifar10, cifar100"),
     "data: archive missing": ("data check cifar10 --data-root {empty}", "cifar-10-python.tar.gz"),
     "data: archive truncated": ("data check cifar100 --data-root {truncated}", "truncated or corrupt"),
@@ -290,6 +290,13 @@ SHARED = {  # argv after `--preset quick` (for search: also `--num-samples 2`)
     "mlflow without a URI": ("--mlflow", "--mlflow"),
     "mlflow empty": (["--mlflow", ""], "--mlflow: must not be empty"),
     "wandb empty": (["--wandb", " "], "--wandb: must not be empty"),
+    "val-fraction negative": ("--val-fraction -0.1", "--val-fraction: must be a number in [0, 1)"),
+    "val-fraction 1": ("--val-fraction 1", "--val-fraction: must be a number in [0, 1)"),
+    "val-fraction nan": ("--val-fraction nan", "--val-fraction"),
+    "val-fraction text": ("--val-fraction tenth", "--val-fraction"),
+    # digits: about 140 training images per class
+    "val-fraction leaving a class no validation image": ("--val-fraction 0.001", "no validation image"),
+    "val-fraction leaving a class no training image": ("--val-fraction 0.999", "no training image"),
 }
 
 FULL_GRID = {  # options only full_grid.py has, or takes differently
@@ -332,6 +339,8 @@ SEARCH = {  # options only search.py has
     "num-tasks 0": ("--num-tasks 0", "num_tasks"),
     "num-tasks too many for the classes": ("--num-tasks 20", "num_classes"),
     "num-tasks two values": ("--num-tasks 5 10", "unrecognized arguments: 10"),
+    "val-fraction 0 without select-on-test": ("--val-fraction 0", "--val-fraction: 0 leaves no validation data"),
+    "select-on-test with a value": ("--select-on-test yes", "unrecognized arguments: yes"),
 }
 
 
