@@ -134,8 +134,8 @@ class View:
 class SweepProgress(tune.Callback):
     """The live view (`live=True`, on a terminal) or a plain line every `every` seconds (`live=False`).
 
-    `trials`/`tasks`: what the whole sweep runs (default: Tune's trial count, and tasks estimated from the
-    trials made so far). Call `close()` when Tuner.fit returns (or raises): it draws or prints the last state.
+    `tasks`: how many tasks the whole sweep learns (default: estimated from the trials made so far); the trial count
+    is Tune's. Call `close()` when Tuner.fit returns (or raises): it draws or prints the last state.
     """
 
     def __init__(self, name: str, every: float = 30.0, live: bool | None = None, tasks: int | None = None) -> None:
@@ -169,6 +169,7 @@ class SweepProgress(tune.Callback):
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info) -> None:
         self.trials = total_num_samples or 0
+        self._start = time.monotonic()  # the clock starts with the sweep, not with this object
         if self.live:
             from rich.console import Console
             from rich.live import Live
