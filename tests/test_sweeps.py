@@ -175,7 +175,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(local_ray
 
 def test_search_stops_weak_trials_early_and_keeps_its_study(local_ray, tmp_path, capsys):
     argv = ["--preset", "quick", "--epochs", "2", "--num-samples", "6", "--density-range", "0.005", "0.3",
-            "--max-concurrent", "1", "--name", "search", "--results", str(tmp_path / "search"),
+            "--max-concurrent", "1", "--grace-period", "1", "--name", "search", "--results", str(tmp_path / "search"),
             "--storage", str(tmp_path / "ray")]
     assert search.main(argv) == 0
     loaded = results.load(tmp_path / "search")
@@ -191,9 +191,13 @@ def test_search_stops_weak_trials_early_and_keeps_its_study(local_ray, tmp_path,
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{study_path}")
     states = sorted(t.state.name for t in study.trials)
     assert states == sorted(["PRUNED"] * len(stopped) + ["COMPLETE"] * (6 - len(stopped)))
-    complete = sorted(t.value for t in study.trials if t.state.name == "COMPLETE")
-    assert complete == pytest.approx(sorted(r["acc"] for r in runs if r["status"] == "ok"))
-    assert f"{len(stopped)} stopped" in capsys.readouterr().out
+    # It selected on validation (default --val-fraction 0.1): each COMPLETE value is its trial's final validation ACC.
+    ok = {r["trial_id"]: r for r in runs if r["status"] == "ok"}
+    complete = {t.user_attrs["tune_trial_id"]: t.value for t in study.trials if t.state.name == "COMPLETE"}
+    assert complete.keys() == ok.keys() and all(complete[t] == ok[t]["val_acc"] for t in ok)
+    assert all(r["val_fraction"] == 0.1 and r["val_acc"] != r["acc"] for r in ok.values())
+    out = capsys.readouterr().out
+    assert f"{len(stopped)} stopped" in out and "top configurations by final validation ACC" in out
     # The same command again resumes the finished search: nothing new runs, the study is unchanged.
     assert search.main(argv) == 0
     assert len(optuna.load_study(study_name="search", storage=f"sqlite:///{study_path}").trials) == 6
