@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cldst.config import PER_TASK_FIELDS
 from cldst.masking import unpack_bits
 
 FORMAT = "cldst-checkpoint"
@@ -26,6 +27,9 @@ FORMAT = "cldst-checkpoint"
 VERSION = 2
 # Settings that do not change what a run computes; any other difference makes a checkpoint foreign.
 RUNTIME_ONLY = ("device", "precision")
+# Settings a resumed run may change for the tasks still to come (the tasks learned keep theirs, recorded in
+# their results): the per-task DST settings, so an adaptive search can explore at task boundaries.
+MAY_CHANGE = RUNTIME_ONLY + PER_TASK_FIELDS
 
 
 class CheckpointError(RuntimeError):
@@ -78,6 +82,12 @@ def load(path: str | os.PathLike, config: dict) -> dict:
                               f"checkpoint never holds; refused without running it)") from None
     except Exception as err:  # truncated and corrupt files come as many exception types
         raise CheckpointError(f"{path}: not a readable cldst checkpoint ({type(err).__name__}: {err})") from None
+    return check_state(state, config, str(path))
+
+
+def check_state(state: object, config: dict, path: str = "checkpoint") -> dict:
+    """Check a checkpoint state (read from `path`) belongs to `config`: the same format version and
+    configuration, except the settings in MAY_CHANGE."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cldst checkpoint")
     if state.get("version") != VERSION:
@@ -85,7 +95,7 @@ def load(path: str | os.PathLike, config: dict) -> dict:
                               f"only (an earlier engine computed differently); rerun the experiment from its start")
     saved = state["config"]
     for name in sorted(set(saved) | set(config)):
-        if name not in RUNTIME_ONLY and saved.get(name) != config.get(name):
+        if name not in MAY_CHANGE and saved.get(name) != config.get(name):
             raise CheckpointError(f"{path}: made with {name}={saved.get(name)!r}, this run has "
                                   f"{name}={config.get(name)!r}; refusing to resume a different configuration")
     return state

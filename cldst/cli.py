@@ -11,10 +11,11 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from cldst.config import RunConfig, flag_for
+from cldst.config import PER_TASK_FIELDS, RunConfig, flag_for, text
 
 # Every spelling the reference's code and README use, besides our dashed names.
 ALIASES = {
@@ -38,10 +39,11 @@ HELP = {
                  "synthetic",
     "net": "resnet18, mobilenetv2, vgg16, lenet5, mlp (default: the benchmark's)",
     "class_order_seed": "permute the class order with this seed (default: label order)",
-    "sparse_init": "uniform or ERK", "prune": "magnitude, SET or Taylor_FO",
-    "growth": "random, unfired (random_unfired), momentum or gradient",
-    "density": "fraction of maskable weights in each task's mask", "death_rate": "initial prune rate",
-    "update_frequency": "batches between prune-and-regrow updates",
+    "sparse_init": "uniform or ERK", "prune": "magnitude, SET or Taylor_FO (a comma list: one per task)",
+    "growth": "random, unfired (random_unfired), momentum or gradient (a comma list: one per task)",
+    "density": "fraction of maskable weights in each task's mask (a comma list: one per task)",
+    "death_rate": "initial prune rate (a comma list: one per task)",
+    "update_frequency": "batches between prune-and-regrow updates (a comma list: one per task)",
     "isolate": "freeze weights owned by earlier tasks (default: on)",
     "keep_best_epoch": "keep the epoch with the best training accuracy (default: on)",
     "protocol": "clean (default): task heads, no test-time augmentation; paper: evaluate as the reference does",
@@ -82,7 +84,21 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--no-" + flag_for(f.name)[2:], dest=f.name, action="store_false")
             continue
         kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+        if f.name in PER_TASK_FIELDS:
+            kind = per_task(kind)
         parser.add_argument(*names, dest=f.name, type=kind, metavar=f.name.upper(), help=HELP.get(f.name))
+
+
+def per_task(kind: type) -> Callable[[str], object]:
+    """A per-task flag: one value (every task) or a comma list, one value per task."""
+    def parse(given: str) -> object:
+        try:
+            values = tuple(kind(part.strip()) for part in given.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} or a comma list, got {given!r}") from None
+        return values[0] if len(values) == 1 else values
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +161,8 @@ def train(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else None
     common = results.common_columns(config, out.name if out else "", trial_id, socket.gethostname())
     print(f"cldst train: {cfg.benchmark} / {cfg.net}, {cfg.num_tasks} tasks x {cfg.classes_per_task} classes, "
-          f"{cfg.sparse_init} init, {cfg.prune} prune, {cfg.growth} growth, density {cfg.density:g}, "
-          f"update every {cfg.update_frequency}, {cfg.epochs} epochs, protocol {cfg.protocol}"
+          f"{cfg.sparse_init} init, {text(cfg.prune)} prune, {text(cfg.growth)} growth, density {text(cfg.density)}, "
+          f"update every {text(cfg.update_frequency)}, {cfg.epochs} epochs, protocol {cfg.protocol}"
           + (f", validation {cfg.val_fraction:g}" if cfg.val_fraction else "") + (f"; results -> {out}" if out else ""))
 
     def on_epoch_end(task: int, epoch: int, loss: float, train_acc: float) -> None:

@@ -62,6 +62,11 @@ BENCHMARK_DEFAULTS = {
 }
 
 
+# Settings that may differ from task to task: one value means every task, a sequence gives one per task
+# (`--density 0.2,0.1,0.1`). A checkpoint may be resumed with other values of these for the tasks to come.
+PER_TASK_FIELDS = ("density", "growth", "prune", "death_rate", "update_frequency")
+
+
 class ConfigError(ValueError):
     """An invalid configuration; the message names the field, the value and what is allowed."""
 
@@ -75,11 +80,11 @@ class RunConfig:
     classes_per_task: int | None = None
     class_order_seed: int | None = None  # None: classes in label order (the reference's); else a seeded permutation
     sparse_init: str = "uniform"
-    prune: str = "magnitude"
-    growth: str = "random"
-    density: float | None = None
-    death_rate: float = 0.5
-    update_frequency: int | None = None
+    prune: str | tuple[str, ...] = "magnitude"
+    growth: str | tuple[str, ...] = "random"
+    density: float | tuple[float, ...] | None = None
+    death_rate: float | tuple[float, ...] = 0.5
+    update_frequency: int | tuple[int, ...] | None = None
     isolate: bool = True
     optimizer: str = "adam"
     lr: float | None = None
@@ -98,8 +103,10 @@ class RunConfig:
 
     def resolve(self) -> RunConfig:
         """Canonical names, benchmark defaults filled in, then validated."""
-        canon = {name: _canonical(name, getattr(self, name)) for name in ALIASES}
-        cfg = dataclasses.replace(self, **canon)
+        schedules = {name: _as_schedule(getattr(self, name)) for name in PER_TASK_FIELDS}
+        cfg = dataclasses.replace(self, **schedules)
+        canon = {name: _canonical(name, getattr(cfg, name)) for name in ALIASES}
+        cfg = dataclasses.replace(cfg, **canon)
         _check_choice("benchmark", cfg.benchmark, tuple(BENCHMARK_CLASSES))
         classes_given = cfg.num_classes is not None
         if not classes_given:
@@ -125,21 +132,29 @@ class RunConfig:
         _check_choice("benchmark", self.benchmark, tuple(BENCHMARK_CLASSES))
         _check_choice("net", self.net, NETS)
         _check_choice("sparse_init", self.sparse_init, SPARSE_INITS)
-        _check_choice("prune", self.prune, PRUNES)
-        _check_choice("growth", self.growth, GROWTHS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("protocol", self.protocol, PROTOCOLS)
         _check_choice("eval_head", self.eval_head, EVAL_HEADS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("device", self.device, DEVICES)
-        for name in ("num_classes", "num_tasks", "classes_per_task", "epochs", "batch_size",
-                     "eval_batch_size", "update_frequency"):
+        for name in ("num_classes", "num_tasks", "classes_per_task", "epochs", "batch_size", "eval_batch_size"):
             _check_int(name, getattr(self, name), low=1)
+        for name in PER_TASK_FIELDS:
+            values = getattr(self, name)
+            if isinstance(values, tuple) and len(values) != self.num_tasks:
+                raise ConfigError(f"{name}: {len(values)} values but num_tasks is {self.num_tasks}; give one value "
+                                  f"(every task) or one per task")
+            for task, value in enumerate(values if isinstance(values, tuple) else [values]):
+                label = f"{name} (task {task})" if isinstance(values, tuple) else name
+                if name in ("growth", "prune"):
+                    _check_choice(label, value, GROWTHS if name == "growth" else PRUNES)
+                elif name == "update_frequency":
+                    _check_int(label, value, low=1)
+                else:
+                    _check_float(label, value, 0.0, 1.0, low_open=name == "density")
         _check_int("seed", self.seed, low=0)
         if self.class_order_seed is not None:
             _check_int("class_order_seed", self.class_order_seed, low=0)
-        _check_float("density", self.density, 0.0, 1.0, low_open=True)
-        _check_float("death_rate", self.death_rate, 0.0, 1.0)
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0, high_open=True)
         _check_float("lr", self.lr, 0.0, math.inf, low_open=True)
         _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
@@ -156,6 +171,11 @@ class RunConfig:
             raise ConfigError(f"num_classes: {self.num_classes}, but benchmark {self.benchmark} "
                               f"has only {available} classes")
 
+    def task_value(self, name: str, task: int) -> object:
+        """The value of per-task setting `name` for task `task`."""
+        value = getattr(self, name)
+        return value[task] if isinstance(value, tuple) else value
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -167,6 +187,13 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
         return cls(**values)
+
+
+def _as_schedule(value: object) -> object:
+    """A per-task value as given: a scalar, or a sequence as a tuple (one value: that value)."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if len(value) == 1 else tuple(value)
+    return value
 
 
 def _is_count(value: object) -> bool:
@@ -186,6 +213,8 @@ def _derive_split(cfg: RunConfig) -> RunConfig:
 
 
 def _canonical(field: str, value: object) -> object:
+    if isinstance(value, tuple):
+        return tuple(_canonical(field, v) for v in value)
     if not isinstance(value, str):
         return value
     lowered = value.lower()
@@ -221,6 +250,13 @@ def _check_float(name: str, value: object, low: float, high: float,
 PRIMARY_FLAGS = {"benchmark": "--dataset", "classes_per_task": "--num-classes-per-task", "sparse_init": "--sparse-init"}
 
 
+def text(value: object) -> str:
+    """A setting as a flag takes it: floats as %g, a per-task schedule as a comma list."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(text(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def flag_for(name: str) -> str:
     return PRIMARY_FLAGS.get(name, "--" + name.replace("_", "-"))
 
@@ -237,5 +273,5 @@ def command_line(config: dict) -> str:
             if value != getattr(defaults, f.name):
                 parts.append(flag_for(f.name) if value else "--no-" + flag_for(f.name)[2:])
             continue
-        parts += [flag_for(f.name), f"{value:g}" if isinstance(value, float) else str(value)]
+        parts += [flag_for(f.name), text(value)]
     return " ".join(parts)

@@ -19,7 +19,7 @@ from torch import nn
 from cldst import checkpoint as ckpt
 from cldst import metrics
 from cldst.batches import TaskData, batch_bounds
-from cldst.config import ConfigError, RunConfig
+from cldst.config import PER_TASK_FIELDS, ConfigError, RunConfig
 from cldst.data import Benchmark, select_classes, task_indices
 from cldst.masking import Masking, death_rate_at
 from cldst.models import build_model
@@ -46,6 +46,12 @@ class TaskResult:
     train_seconds: float
     images_per_second: float
     best_epoch: int
+    # the settings this task trained with (they may differ from task to task: config.PER_TASK_FIELDS)
+    density: float
+    growth: str
+    prune: str
+    death_rate: float
+    update_frequency: int
 
 
 @dataclass
@@ -115,7 +121,8 @@ def run(cfg: RunConfig, bench: Benchmark, hooks: Hooks | None = None, state: dic
         result = TaskResult(task=task, acc=acc, fwt_acc=fwt_acc, avg_acc=metrics.average_accuracy(acc),
                             bwt=metrics.bwt_after(rows, task), val_acc=val_acc,
                             val_avg_acc=metrics.average_accuracy(val_acc) if val_acc else None, train_seconds=seconds,
-                            images_per_second=cfg.epochs * len(train) / seconds, best_epoch=best_epoch, **stats)
+                            images_per_second=cfg.epochs * len(train) / seconds, best_epoch=best_epoch, **stats,
+                            **{name: cfg.task_value(name, task) for name in PER_TASK_FIELDS})
         results.append(result)
         if hooks.on_task_end is not None:
             hooks.on_task_end(result, ckpt.make_state(cfg.to_dict(), task + 1, model, masking.task_masks,
@@ -140,7 +147,8 @@ def learn_task(cfg: RunConfig, model: nn.Module, masking: Masking, train: TaskDa
     # x0.1 at 50% and 75% of the epochs; a milestone at epoch 0 would start the task at lr/100
     milestones = [m for m in (int(cfg.epochs * 0.5), int(cfg.epochs * 0.75)) if m > 0]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    masking.start_task(task, generator, cfg.density, cfg.prune, cfg.growth)
+    update_frequency, death_rate = cfg.task_value("update_frequency", task), cfg.task_value("death_rate", task)
+    masking.start_task(task, generator, *(cfg.task_value(name, task) for name in ("density", "prune", "growth")))
     total_steps = len(batch_bounds(len(train), cfg.batch_size)) * cfg.epochs
     head = slice(task * cfg.classes_per_task, (task + 1) * cfg.classes_per_task)
     autocast = device.type == "cuda" and cfg.precision == "bf16"
@@ -157,8 +165,8 @@ def learn_task(cfg: RunConfig, model: nn.Module, masking: Masking, train: TaskDa
             target = y - head.start
             loss, logits = train_step(model, optimizer, masking, x, target, head, autocast)  # logits: (B, classes)
             step += 1
-            if step % cfg.update_frequency == 0:
-                masking.update(death_rate_at(step, total_steps, cfg.death_rate), optimizer, generator)
+            if step % update_frequency == 0:
+                masking.update(death_rate_at(step, total_steps, death_rate), optimizer, generator)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum() if all_classes else (logits[:, head].argmax(1) == target).sum()
         scheduler.step()

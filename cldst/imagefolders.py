@@ -73,13 +73,15 @@ def _is_image(name: str) -> bool:
 
 
 def _decode_image(raw: bytes, source: str, size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(raw)) as image:
             rgb = image.convert("RGB")
             if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
+                # the centre square, resized: the reference resizes the short side to `size` and crops a random
+                # size x size window (train and test); for square images both are the same resize
+                rgb = ImageOps.fit(rgb, (size, size), Image.BILINEAR)
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot decode image {source} ({e}); replace it, or download the data set again") from e
     return np.asarray(rgb, dtype=np.uint8)
@@ -171,7 +173,7 @@ def load_miniimagenet(root: Path) -> Benchmark:
     source = folder if folder.is_dir() else archives[0] if archives else None
     if source is None:
         raise DataError(f"miniimagenet not found: {where_miniimagenet(root)}")
-    cache = root / f"{MINI_DIR}.cache-{MINI_SIZE}.npz"
+    cache = root / f"{MINI_DIR}.cache-{MINI_SIZE}-centre.npz"  # -centre: centre-cropped, not squashed
     return _as_benchmark("miniimagenet", _cached(source, cache, _decode_miniimagenet))
 
 

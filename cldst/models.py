@@ -6,8 +6,9 @@ and by parameter isolation:
 
 1. BatchNorm is `affine=False, track_running_stats=False`: batch statistics in train and
    eval, so BN holds no parameters and no buffers (no task state).
-2. No biases except `classifier.bias`: a shared bias cannot be split between tasks by
-   weight masks.
+2. No biases except `classifier.bias`, and that one only where the reference's head has it
+   (mobilenetv2, vgg16, mlp; resnet18 and lenet5 heads have none): a shared hidden bias cannot be
+   split between tasks by weight masks, while a head bias entry belongs to its class's task.
 3. Maskable weights are exactly the parameters with ndim > 1 (conv and linear weights).
 4. Global average pooling (or a flatten sized from the input) before the head, so any
    input size at or above the net's minimum works.
@@ -50,12 +51,12 @@ def _global_pool() -> nn.Sequential:
 
 
 class Net(nn.Module):
-    """`features` (images -> (B, feature_dim)) followed by the biased linear `classifier`."""
+    """`features` (images -> (B, feature_dim)) followed by the linear `classifier`."""
 
-    def __init__(self, features: nn.Module, feature_dim: int, num_classes: int):
+    def __init__(self, features: nn.Module, feature_dim: int, num_classes: int, head_bias: bool = True):
         super().__init__()
         self.features = features
-        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.classifier = nn.Linear(feature_dim, num_classes, bias=head_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))  # (B, C, H, W) -> (B, num_classes)
@@ -104,7 +105,7 @@ def _resnet18(in_channels: int, image_size: int, num_classes: int) -> Net:
         layers[f"layer{stage + 1}"] = nn.Sequential(BasicBlock(cin, width, stride), BasicBlock(width, width, 1))
         cin = width
     layers["pool"] = _global_pool()  # (B, 512, H/16, W/16) -> (B, 512)
-    return Net(nn.Sequential(layers), 512, num_classes)
+    return Net(nn.Sequential(layers), 512, num_classes, head_bias=False)  # the reference's head has no bias
 
 
 def _mobilenetv2(in_channels: int, image_size: int, num_classes: int) -> Net:
@@ -146,7 +147,7 @@ def _lenet5(in_channels: int, image_size: int, num_classes: int) -> Net:
         nn.Linear(16 * side * side, 120, bias=False), nn.ReLU(inplace=True),
         nn.Linear(120, 84, bias=False), nn.ReLU(inplace=True),
     )
-    return Net(features, 84, num_classes)
+    return Net(features, 84, num_classes, head_bias=False)  # the reference's head has no bias
 
 
 def _mlp(in_channels: int, image_size: int, num_classes: int) -> Net:

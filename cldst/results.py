@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cldst import metrics
+from cldst.config import PER_TASK_FIELDS
 
 # 1: the columns DESIGN.md lists as version 1 (files that hold exactly those stay readable forever; the
 #    extras below that cldst 1 also wrote, and schema_version itself, read as null when absent).
@@ -92,16 +93,26 @@ def common_columns(config: dict, experiment: str, trial_id: str, node: str) -> d
     """The columns every row carries, from a resolved RunConfig dict."""
     _check_trial_id(trial_id)
     row = {"schema_version": SCHEMA_VERSION, "experiment": experiment, "trial_id": trial_id, "node": node}
-    row.update({name: config[name] for name in CONFIG_COLUMNS})
+    row.update({name: _constant(config.get(name)) for name in CONFIG_COLUMNS})
     row["config_json"] = json.dumps(config, sort_keys=True)
     return row
 
 
+def _constant(value: object) -> object:
+    """A config column's value: a per-task schedule of one repeated value is that value; a varying one is null
+    (the runs row then says "varies": each tasks row holds the value its task trained with)."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if len(set(value)) == 1 else None
+    return value
+
+
 def task_row(common: dict, task_metrics: dict, parent_trial_id: str | None = None) -> dict:
     """A `tasks` row: the common columns plus the schema's task metrics, picked by name from
-    `task_metrics` (a TaskResult as a dict, or a Tune result); other keys are ignored."""
+    `task_metrics` (a TaskResult as a dict, or a Tune result); other keys are ignored. The per-task
+    settings (density, growth, ...) are the ones that task trained with, where the metrics hold them."""
     names = [name for name in TASKS_SCHEMA.names if name not in common and name not in ROW_STAMPS]
-    return {**common, **{name: task_metrics[name] for name in names}, "parent_trial_id": parent_trial_id,
+    settings = {name: task_metrics[name] for name in PER_TASK_FIELDS if task_metrics.get(name) is not None}
+    return {**common, **settings, **{name: task_metrics[name] for name in names}, "parent_trial_id": parent_trial_id,
             "created_at": now()}
 
 

@@ -207,7 +207,7 @@ def test_miniimagenet_layouts_agree_and_leave_files_alone(tmp_path):
         before = _listing(source)
         bench = load_benchmark("miniimagenet", root)
         assert _listing(source) == before
-        assert (root / "miniImageNet100.cache-32.npz").is_file()
+        assert (root / "miniImageNet100.cache-32-centre.npz").is_file()
         loaded.append(bench)
     bench = loaded[0]
     assert bench.train_x.shape == (24, 32, 32, 3) and bench.test_x.shape == (6, 32, 32, 3)  # 10 // 5 held out
@@ -229,11 +229,11 @@ def test_miniimagenet_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
                         or real_decode(raw, source, size))
     again = load_benchmark("miniimagenet", tmp_path)
     assert decoded == [] and np.array_equal(again.train_x, first.train_x)
-    newer = (tmp_path / "miniImageNet100.cache-32.npz").stat().st_mtime + 10
+    newer = (tmp_path / "miniImageNet100.cache-32-centre.npz").stat().st_mtime + 10
     os.utime(archive, (newer, newer))
     rebuilt = load_benchmark("miniimagenet", tmp_path)
     assert len(decoded) == 30 and np.array_equal(rebuilt.test_x, first.test_x)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["miniImageNet100.cache-32.npz", "miniImageNet100.zip"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["miniImageNet100.cache-32-centre.npz", "miniImageNet100.zip"]
 
 
 def test_missing_miniimagenet_names_both_layouts(tmp_path):
