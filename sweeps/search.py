@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     searcher = SelectingSearch(space, metric=metric, mode="max", sampler=SAMPLERS[args.sampler](seed=args.seed),
                                study_name=exp.name, storage=optuna.storages.RDBStorage(f"sqlite:///{study_path}"),
                                results_dir=exp.results_dir, experiment=exp.name, fixed=fixed)
-    scheduler = ResumableASHA(exp.results_dir, time_attr="tasks_done", metric=metric, mode="max",
+    scheduler = ResumableASHA(exp.results_dir, searcher, time_attr="tasks_done", metric=metric, mode="max",
                               max_t=first.num_tasks, grace_period=args.grace_period,
                               reduction_factor=args.reduction_factor)
     common.run(args, exp, bench, fixed, search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples)

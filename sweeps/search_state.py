@@ -8,9 +8,12 @@ Two gaps, both in Ray Tune's source (Ray 2.5x-2.6x):
   takes its first trial.
 - The Optuna searcher is saved with Tune's experiment state, which lags `optuna.db`: a trial asked
   for (or told) after the last snapshot stays RUNNING in the study forever, and TPE's constant liar
-  then counts it as a bad result. `SelectingSearch.restore` settles every RUNNING trial the restored
-  search will not continue, from its `runs` row, so the study's COMPLETE, PRUNED and FAIL counts
-  always equal the Parquet's ok, stopped and error counts.
+  then counts it as a bad result. `SelectingSearch.restore` settles every trial the restored search
+  does not know (a "lost" trial): a RUNNING one is told what its `runs` row says, or FAIL; one the
+  study had been told of gets the `runs` row the driver did not live to write. So the study's
+  COMPLETE, PRUNED and FAIL counts always equal the Parquet's ok, stopped and error counts. Tune
+  proposes a lost trial's settings again (the sampler restarts from the snapshot), so its task
+  results are left out of the rebuilt rungs: they count once, as in an uninterrupted search.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-import optuna
+from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -27,7 +30,9 @@ from cldst.config import RunConfig
 
 TUNE_TRIAL_ID = "tune_trial_id"  # Optuna user attribute: the Tune trial a study trial was asked for
 RUN_COLUMN = {"val_avg_acc": "val_acc", "avg_acc": "acc"}  # the runs column holding a metric's final value
-LOST = ("lost: the search driver stopped before Ray Tune saved this trial, so the resumed search could not "
+STATUS = {TrialState.COMPLETE: "ok", TrialState.PRUNED: "stopped", TrialState.FAIL: "error",
+          TrialState.RUNNING: "error"}  # a lost trial's runs status, from its study state
+LOST = ("lost: the search driver stopped before Ray Tune saved this trial, so the resumed search did not "
         "continue it")
 
 
@@ -41,18 +46,20 @@ def read_rows(results_dir: Path, kind: str) -> list[dict]:
 
 
 class ResumableASHA(ASHAScheduler):
-    """ASHA (one bracket) whose rungs are rebuilt from the Parquet `tasks` rows when a search resumes."""
+    """ASHA (one bracket) whose rungs are rebuilt from the Parquet `tasks` rows when a search resumes;
+    `searcher` names the trials it lost (SelectingSearch.lost), whose rows are left out."""
 
-    def __init__(self, results_dir: str | Path, **options: object) -> None:
+    def __init__(self, results_dir: str | Path, searcher: SelectingSearch, **options: object) -> None:
         super().__init__(**options)
-        self.results_dir = Path(results_dir)
+        self.results_dir, self.searcher = Path(results_dir), searcher
         self._replayed = False  # pickled as False with the Tuner: every driver process replays once
         self._stopped: set[str] = set()  # trials the replay stopped: a resumed one stops at its next result
 
     def on_trial_add(self, tune_controller: object, trial: object) -> None:
-        if not self._replayed:  # Tune adds the restored trials first, then asks for new ones
+        if not self._replayed:  # after Tune restored the searcher (which settles the study), before any result
             self._replayed = True
-            self.replay(read_rows(self.results_dir, "tasks"))
+            lost = self.searcher.lost
+            self.replay([row for row in read_rows(self.results_dir, "tasks") if row["trial_id"] not in lost])
         super().on_trial_add(tune_controller, trial)
 
     def replay(self, rows: list[dict]) -> None:
@@ -84,6 +91,7 @@ class SelectingSearch(OptunaSearch):
                  **options: object) -> None:
         super().__init__(space, **options)
         self.results_dir, self.experiment, self.fixed = Path(results_dir), experiment, fixed
+        self.lost: set[str] = set()  # Tune trial ids of the study's trials that Tune's saved state does not hold
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
@@ -104,30 +112,39 @@ class SelectingSearch(OptunaSearch):
         self.settle()
 
     def settle(self) -> None:
-        """Tell every RUNNING study trial that this search will not continue what its Parquet says."""
-        live = {ot._trial_id for tid, ot in self._ot_trials.items() if tid not in self._completed_trials}
+        """Make the study and the Parquet agree on every trial this restored search does not know.
+
+        Tune continues (or has ended) the trials its saved state holds, and tells the study their end. The
+        others were asked for, and maybe run and told, after Tune's last snapshot: a RUNNING one is told what
+        its runs row says (FAIL without one); one the study was told of gets the runs row its driver did not
+        live to write. A runs row written here takes the study's state as its status and LOST as its note.
+        """
         ended = {row["trial_id"]: row for row in read_rows(self.results_dir, "runs")}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen._trial_id in live:  # Tune resumes it and tells its end
-                continue
+        self.lost = set()
+        for frozen in self._ot_study.get_trials(deepcopy=False):
             trial_id = frozen.user_attrs.get(TUNE_TRIAL_ID) or f"lost-optuna-{frozen.number}"
-            row = ended.get(trial_id) or self._record_lost(trial_id, frozen.params)
+            if trial_id in self._ot_trials:
+                continue
+            self.lost.add(trial_id)
+            row = ended.get(trial_id) or self._record_lost(trial_id, frozen.params, STATUS[frozen.state])
+            if frozen.state != TrialState.RUNNING:
+                continue
             value = row[RUN_COLUMN[self.metric]]
             if row["status"] == "ok" and value is not None:
                 self._ot_study.tell(frozen.number, value)
             else:
-                state = optuna.trial.TrialState.PRUNED if row["status"] == "stopped" else optuna.trial.TrialState.FAIL
-                self._ot_study.tell(frozen.number, state=state)
+                self._ot_study.tell(frozen.number, state=TrialState.PRUNED if row["status"] == "stopped"
+                                    else TrialState.FAIL)
 
-    def _record_lost(self, trial_id: str, params: dict) -> dict:
-        """A runs row (status error) for a trial Tune lost: its Parquet then counts it as the study does."""
+    def _record_lost(self, trial_id: str, params: dict, status: str) -> dict:
+        """The runs row of a trial Tune lost, from its tasks rows: its Parquet then counts it as the study does."""
         path = results.part_path(self.results_dir, "tasks", trial_id)
         rows = results.read_part(path, "tasks").to_pylist() if path.exists() else []
         config = RunConfig.from_dict({**self.fixed, **params}).resolve().to_dict()
         common = results.common_columns(config, self.experiment, trial_id, rows[-1]["node"] if rows else "")
-        row = results.run_row(common, rows, "error", LOST, None)
+        row = results.run_row(common, rows, status, LOST, None)
         results.write_part(self.results_dir, "runs", trial_id, [row])
         return row
 
-    def _state(self, study_trial_id: int) -> optuna.trial.TrialState:
+    def _state(self, study_trial_id: int) -> TrialState:
         return self._ot_study._storage.get_trial(study_trial_id).state

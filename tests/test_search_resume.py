@@ -70,7 +70,7 @@ def test_replayed_rungs_equal_the_live_ones_and_decide_the_same(tmp_path):
     stopped, rungs = live_run(CURVES)
     assert stopped == {"t2", "t3", "t6"}  # by hand: below the median of the values before it at rung 1 or 2
     shuffled = task_rows(CURVES)[::-1]  # the order rows are read in does not matter: created_at does
-    scheduler = asha(ResumableASHA, results_dir=tmp_path)
+    scheduler = asha(ResumableASHA, results_dir=tmp_path, searcher=SimpleNamespace(lost=set()))
     scheduler.replay(shuffled)
     assert [(m, dict(r)) for m, r in scheduler._brackets[0]._rungs] == rungs
     assert scheduler._stopped == stopped
@@ -91,11 +91,20 @@ def test_a_restarted_scheduler_without_the_replay_judges_differently(tmp_path):
     trial = SimpleNamespace(trial_id="t6")
     fresh.on_trial_add(None, trial)
     assert fresh.on_trial_result(None, trial, {"tasks_done": 1, "val_avg_acc": 60.0}) == TrialScheduler.CONTINUE
-    rebuilt = asha(ResumableASHA, results_dir=tmp_path)
+    rebuilt = asha(ResumableASHA, results_dir=tmp_path, searcher=SimpleNamespace(lost=set()))
     rebuilt.replay(task_rows(CURVES[:-1]))
     rebuilt._replayed = True
     rebuilt.on_trial_add(None, trial)
     assert rebuilt.on_trial_result(None, trial, {"tasks_done": 1, "val_avg_acc": 60.0}) == TrialScheduler.STOP
+
+
+def test_the_rungs_are_rebuilt_from_the_parquet_without_the_lost_trials(tmp_path):
+    for trial_id, values in CURVES:
+        write_trial(tmp_path, trial_id, {}, values, None)
+    scheduler = asha(ResumableASHA, results_dir=tmp_path, searcher=SimpleNamespace(lost={"t5"}))
+    scheduler.on_trial_add(None, SimpleNamespace(trial_id="t7"))  # the first trial Tune adds: the replay
+    kept = [curve for curve in CURVES if curve[0] != "t5"]
+    assert [(m, dict(r)) for m, r in scheduler._brackets[0]._rungs] == live_run(kept)[1]
 
 
 def write_trial(root: Path, trial_id: str, params: dict, vals: list[float], status: str | None) -> dict | None:
@@ -128,21 +137,25 @@ def test_settle_tells_the_study_what_the_parquet_says(tmp_path):
     study = searcher._ot_study
     # Asked before the crash, each trial's end in the Parquet but not in the study; and one Tune will resume.
     for trial_id, vals, status in [("ok1", [80.0, 81.5, 82.0, 83.25], "ok"), ("stop1", [50.0], "stopped"),
-                                   ("err1", [70.0, 60.0], "error"), ("lost1", [75.0], None), ("live1", [88.0], None)]:
+                                   ("err1", [70.0, 60.0], "error"), ("lost1", [75.0], None), ("live1", [88.0], None),
+                                   ("told1", [40.0], None)]:
         searcher.suggest(trial_id)
         write_trial(tmp_path, trial_id, searcher._ot_trials[trial_id].params, vals, status)
+    searcher.on_trial_complete("told1", {"tasks_done": 1, "num_tasks": 4})  # stopped and told; its runs row: never
     study.ask(fixed_distributions=space)  # asked, and the crash came before its Tune trial id was recorded
     searcher._ot_trials = {"live1": searcher._ot_trials["live1"]}  # what the restored snapshot knew
     searcher.settle()
     by_id = {t.user_attrs.get(TUNE_TRIAL_ID, f"lost-optuna-{t.number}"): t for t in study.get_trials(deepcopy=False)}
     assert {k: t.state.name for k, t in by_id.items()} == {
         "ok1": "COMPLETE", "stop1": "PRUNED", "err1": "FAIL", "lost1": "FAIL", "live1": "RUNNING",
-        "lost-optuna-5": "FAIL"}
+        "told1": "PRUNED", "lost-optuna-6": "FAIL"}
+    assert searcher.lost == set(by_id) - {"live1"}
     assert by_id["ok1"].value == 83.25  # the Parquet's final validation ACC
     runs = {r["trial_id"]: r for r in results.load(tmp_path).runs.to_pylist()}
     assert (runs["lost1"]["status"], runs["lost1"]["error"], runs["lost1"]["tasks_done"]) == ("error", LOST, 1)
     assert runs["lost1"]["density"] == pytest.approx(by_id["lost1"].params["density"])
-    assert runs["lost-optuna-5"]["tasks_done"] == 0
+    assert runs["lost-optuna-6"]["tasks_done"] == 0
+    assert (runs["told1"]["status"], runs["told1"]["error"], runs["told1"]["tasks_done"]) == ("stopped", LOST, 1)
     statuses = [r["status"] for r in runs.values()]
     counts = state_counts(study)
     assert (counts["COMPLETE"], counts["PRUNED"], counts["FAIL"]) == tuple(
@@ -165,8 +178,9 @@ def local_ray():
 
 
 def argv(tmp_path: Path, name: str) -> list[str]:
-    return ["--preset", "quick", "--epochs", "1", "--num-tasks", "4", "--num-samples", "7", "--sampler", "random",
-            "--grace-period", "1", "--density-range", "0.005", "0.3", "--max-concurrent", "1", "--name", name,
+    # 2 epochs and densities from 0.02: the trials differ (at 1 epoch, or near 0.005, most stay at chance and tie).
+    return ["--preset", "quick", "--epochs", "2", "--num-tasks", "4", "--num-samples", "7", "--sampler", "random",
+            "--grace-period", "1", "--density-range", "0.02", "0.3", "--max-concurrent", "1", "--name", name,
             "--results", str(tmp_path / name), "--storage", str(tmp_path / "ray"), "--progress-every", "600"]
 
 
@@ -183,6 +197,7 @@ def outcome(root: Path) -> dict[tuple, str]:
             for r in ended(root) if r["error"] != LOST}
 
 
+@pytest.mark.cluster  # the killed driver starts a Ray of its own beside the module's
 @pytest.mark.timeout(300)
 def test_a_killed_search_resumes_to_the_same_stopped_trials_and_a_settled_study(local_ray, tmp_path):
     assert search.main(argv(tmp_path, "straight")) == 0
@@ -191,10 +206,14 @@ def test_a_killed_search_resumes_to_the_same_stopped_trials_and_a_settled_study(
 
     driver = subprocess.Popen([sys.executable, str(REPO / "sweeps" / "search.py"), *argv(tmp_path, "killed")],
                               cwd=tmp_path, env=driver_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 150
-    while len(ended(tmp_path / "killed")) < 3 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    driver.send_signal(signal.SIGKILL)  # mid-search: some trials ended, rungs hold values, later ones not yet judged
+    deadline, tasks_dir = time.monotonic() + 150, tmp_path / "killed" / "tasks"
+    while len(list(tasks_dir.glob("part-*.parquet"))) < 4 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Mid-search: 3 trials ended (one at a time), the 4th has learned its first task; rungs hold values, later
+    # trials are not judged yet. Not as a trial ends: Tune uploads its state snapshot in the background, and a
+    # driver killed before the upload after a trial's last task leaves a state naming the checkpoint that task's
+    # replaced (num_to_keep=1), which no resume can load.
+    driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
     before = len(ended(tmp_path / "killed"))
     assert 3 <= before < 7, before
