@@ -27,7 +27,8 @@ def fake_trial(monkeypatch):
     calls = {"fraction": [], "reports": []}
 
     def setup(resources: dict, run=None):
-        context = SimpleNamespace(get_trial_resources=lambda: SimpleNamespace(required_resources=resources))
+        context = SimpleNamespace(get_trial_resources=lambda: SimpleNamespace(required_resources=resources),
+                                  get_trial_id=lambda: "trial_1")
         monkeypatch.setattr(cldst_tune.tune, "get_context", lambda: context)
         monkeypatch.setattr(cldst_tune.tune, "get_checkpoint", lambda: None)
         monkeypatch.setattr(cldst_tune.tune, "report", lambda metrics, checkpoint: calls["reports"].append(metrics))
