@@ -21,8 +21,8 @@ import ray
 import torch
 from ray import tune
 
-from cldst import checkpoint, continual, results
-from cldst.config import RunConfig
+from cldst import checkpoint, continual, lineage, results
+from cldst.config import PER_TASK_FIELDS, RunConfig
 from cldst.data import Benchmark
 
 CHECKPOINT_FILE = "state.pt"
@@ -56,11 +56,17 @@ def trainable(config: dict, bench: Benchmark) -> None:
     if saved is not None:
         with saved.as_directory() as folder:
             state = checkpoint.load(Path(folder) / CHECKPOINT_FILE, cfg.to_dict())
+    trial_id = tune.get_context().get_trial_id()
+    # A checkpoint another trial made (population-based training's exploit): the next task's row names it.
+    parent = state.get("trial_id") if state is not None and state.get("trial_id") != trial_id else None
+    first_task = len(state["results"]) if state is not None else 0
 
     def on_task_end(result: continual.TaskResult, task_state: dict) -> None:
         metrics = dataclasses.asdict(result)
         metrics.update(acc_current=result.acc[-1], tasks_done=result.task + 1, num_tasks=cfg.num_tasks, node=node,
-                       device=cfg.device, gpu_memory_fraction=cap)
+                       device=cfg.device, gpu_memory_fraction=cap,
+                       parent_trial_id=parent if result.task == first_task else None)
+        task_state["trial_id"] = trial_id  # the trial that made this checkpoint, for its exploiters' lineage
         with tempfile.TemporaryDirectory() as folder:
             checkpoint.save(task_state, Path(folder) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -97,7 +103,7 @@ class ParquetCallback(tune.Callback):
         sweep interrupted at any point resumes each trial right after the last task in its Parquet, or, if
         the driver died between this write and Tune saving its state, relearns that task and replaces its row."""
         result = trial.last_result  # the report that carried this checkpoint
-        row = results.task_row(self._common(trial, result["node"]), result)
+        row = results.task_row(self._common(trial, result["node"]), result, result.get("parent_trial_id"))
         self._io(results.upsert_task_rows, self.experiment_dir, trial.trial_id, [row])
         log.info(f"[{trial.trial_id}] task {result['tasks_done']}/{result['num_tasks']}: avg acc "
                  f"{result['avg_acc']:.2f}, acc on this task {result['acc_current']:.2f}, capacity used "
@@ -127,11 +133,24 @@ class ParquetCallback(tune.Callback):
         config = RunConfig.from_dict(trial.config).resolve().to_dict()
         return results.common_columns(config, self.experiment, trial.trial_id, node)
 
+    def _tasks_rows(self, trial_id: str) -> dict[int, dict]:
+        path = results.part_path(self.experiment_dir, "tasks", trial_id)
+        if not path.exists():
+            return {}
+        return lineage.by_trial(self._io(results.read_part, path, "tasks").to_pylist()).get(trial_id, {})
+
     def _end(self, trial: tune.experiment.Trial, error: str | None) -> None:
-        """The runs row, from the tasks rows on disk (they survive a driver restart)."""
-        path = results.part_path(self.experiment_dir, "tasks", trial.trial_id)
-        rows = self._io(results.read_part, path, "tasks").to_pylist() if path.exists() else []
-        common = self._common(trial, rows[-1]["node"] if rows else "")
+        """The runs row, from the tasks rows on disk (they survive a driver restart). A trial that continued
+        from another's checkpoint (PBT) is summarised by the model it ended with: its lineage's rows, and a
+        config whose per-task settings are the ones that model's tasks trained with (an exact rerun)."""
+        rows = lineage.lineage(self._tasks_rows, trial.trial_id)
+        config = RunConfig.from_dict(trial.config).resolve()
+        if len(rows) == config.num_tasks:
+            lived = {name: tuple(row[name] for row in rows) for name in PER_TASK_FIELDS}
+            config = dataclasses.replace(config, **{name: values for name, values in lived.items() if values != tuple(
+                config.task_value(name, task) for task in range(config.num_tasks))})
+        common = results.common_columns(config.to_dict(), self.experiment, trial.trial_id,
+                                        rows[-1]["node"] if rows else "")
         status = "error" if error else "ok" if len(rows) == common["num_tasks"] else "stopped"
         runs_path = results.part_path(self.experiment_dir, "runs", trial.trial_id)
         if status == "ok" and runs_path.exists():

@@ -1,0 +1,56 @@
+"""The model a trial ended with, traced back through population-based exploits, from tasks rows alone.
+
+Under population-based training a trial may continue from another trial's checkpoint: its next tasks row
+records that trial as `parent_trial_id`. The trial's own earlier rows then describe a model it threw away;
+the model it kept learned its earlier tasks in the parent (and, recursively, in the parent's parents).
+This module imports no torch and no ray: the driver's callback and `analysis/` both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+
+class LineageError(ValueError):
+    """The tasks rows do not hold a complete line back to task 0."""
+
+
+def by_trial(rows: Iterable[dict]) -> dict[str, dict[int, dict]]:
+    """tasks rows -> {trial_id: {task: row}}."""
+    out: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        out.setdefault(row["trial_id"], {})[int(row["task"])] = row
+    return out
+
+
+def lineage(rows_of: Callable[[str], dict[int, dict]], trial_id: str) -> list[dict]:
+    """The tasks rows of the model `trial_id` ended with, one per task from 0, each from the trial that
+    learned that task for this model. `rows_of(trial)` gives a trial's rows as {task: row}.
+
+    Walking back from the trial's last task: a row whose `parent_trial_id` is set started from the parent's
+    checkpoint after the task before, so the earlier tasks come from the parent's rows.
+    """
+    cache: dict[str, dict[int, dict]] = {}
+
+    def rows(trial: str) -> dict[int, dict]:
+        if trial not in cache:
+            cache[trial] = rows_of(trial)
+        return cache[trial]
+
+    own = rows(trial_id)
+    if not own:
+        return []
+    chain, trial, task, seen = [], trial_id, max(own), set()
+    while task >= 0:
+        row = rows(trial).get(task)
+        if row is None:
+            raise LineageError(f"trial {trial}: no tasks row for task {task} (needed by the lineage of {trial_id})")
+        chain.append(row)
+        parent = row.get("parent_trial_id")
+        if parent:
+            if (parent, task) in seen:
+                raise LineageError(f"trial {trial_id}: its lineage loops at trial {parent}, task {task}")
+            seen.add((parent, task))
+            trial = parent
+        task -= 1
+    return chain[::-1]

@@ -1,0 +1,175 @@
+"""Adaptive DST: population-based training (PBT) that changes the DST settings at task boundaries.
+
+  python sweeps/adaptive.py --preset quick                      # 8 members, digits, mlp, 5 tasks: minutes on a CPU
+  python sweeps/adaptive.py --preset quick --population 24 --capacity-weight 0.1 --seed 1
+
+A population of runs learns the task sequence in lock step (synchronous PBT, time attribute: tasks
+learned, one perturbation after every task but the last). After task t the members are ranked on
+their validation ACC over tasks 0..t (--val-fraction, default 0.1, of each class's training images
+held out; test data never ranks), optionally minus --capacity-weight x the share of the network the
+tasks so far own, in %. Each member of the bottom --quantile copies a top member's checkpoint (weights
+and every task's mask, exactly: Tune restores that checkpoint into it) and explores new settings for
+the tasks to come: each of growth, density, death_rate and update_frequency (the values given, in
+order) is resampled with --resample-probability, else shifted to a neighbouring value. sparse_init
+is sampled per member at the start and travels with the checkpoint (one init per run).
+
+Parquet: every tasks row records the settings its task trained with and `parent_trial_id`, the
+member whose checkpoint that task started from; a member's runs row describes the model it ended
+with (its lineage), so `analysis.adaptive.lineage` rebuilds each final member's schedule from
+Parquet alone. Rerunning the same command (same --name) resumes, as the other sweeps do.
+
+On a multi-node cluster an exploit restores a checkpoint another node saved: Tune hands it over
+through --storage, which every node must reach (a shared mount, or s3://, gs://, ...). With a local
+--storage that is not shared, a member scheduled on another node cannot read the checkpoint and fails.
+
+PB2 is not offered: Ray's PB2 models only continuous hyperparameters (growth is a choice of four) and
+needs GPy, which cldst does not depend on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from pathlib import Path
+
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/adaptive.py` from a checkout
+
+from sweeps import common  # noqa: E402
+
+# The settings PBT explores between tasks (config.PER_TASK_FIELDS but prune), and what each member starts with.
+EXPLORED = ("growth", "density", "death_rate", "update_frequency")
+VAL_FRACTION = 0.1
+METRIC = "val_avg_acc"  # validation ACC over the tasks learned so far; the ranking: rank_score()
+POPULATION = {"quick": 8}  # other presets: DEFAULT_POPULATION
+DEFAULT_POPULATION = 16
+DEATH_RATES = [0.3, 0.5, 0.7]
+
+
+def rank_score(result: dict, capacity_weight: float) -> float:
+    """A member's score after a task: validation ACC over the tasks so far (%), minus `capacity_weight` x the
+    share of the network its tasks own (%). Reads nothing else from the report, test ACC least of all."""
+    val = result.get("val_avg_acc")
+    if val is None:
+        raise ValueError("val_avg_acc missing from the report: PBT ranks on validation ACC (--val-fraction > 0)")
+    return float(val) - capacity_weight * 100.0 * float(result["capacity_used"])
+
+
+class ValidationPBT(PopulationBasedTraining):
+    """Synchronous PBT at task boundaries, ranked by rank_score(); no exploit after the last task (a member's
+    final model is the one it trained, and its last tasks row says so)."""
+
+    def __init__(self, capacity_weight: float, **options: object) -> None:
+        # metric: what Tune checks every report holds; the score itself is rank_score(), in _save_trial_state
+        super().__init__(time_attr="tasks_done", metric=METRIC, mode="max", perturbation_interval=1, synch=True,
+                         **options)
+        self.capacity_weight = capacity_weight
+
+    def on_trial_result(self, tune_controller: object, trial: object, result: dict) -> str:
+        if result["tasks_done"] >= result["num_tasks"]:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def _save_trial_state(self, state: object, time: int, result: dict, trial: object) -> float:
+        """Where Ray's PBT records the score it ranks members by (its last_score); ours is rank_score()."""
+        state.last_score = rank_score(result, self.capacity_weight)
+        state.last_train_time = time
+        state.last_result = result
+        return state.last_score
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.parser("adaptive.py", __doc__)
+    common.add_axis_options(parser, ("sparse_init", "growth", "density", "update_frequency"))
+    parser.add_argument("--death-rate", dest="death_rate", nargs="+", type=float, metavar="DEATH_RATE",
+                        help=f"death rates to explore (default: {' '.join(map(str, DEATH_RATES))})")
+    parser.add_argument("--num-tasks", type=int, help="the split (default: the benchmark's)")
+    parser.add_argument("--population", type=int,
+                        help=f"members (default {POPULATION['quick']} for quick, else {DEFAULT_POPULATION})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every member and of the exploration (default 0)")
+    parser.add_argument("--quantile", type=float, default=0.25,
+                        help="share of the population that exploits, and that is exploited (default 0.25, max 0.5)")
+    parser.add_argument("--resample-probability", type=float, default=0.25,
+                        help="chance that an explored setting is resampled rather than shifted (default 0.25)")
+    parser.add_argument("--capacity-weight", type=float, default=0.0,
+                        help="points of validation ACC a member loses per %% of the network its tasks own "
+                             "(default 0: validation ACC alone)")
+    return parser
+
+
+def check(args: argparse.Namespace) -> None:
+    for option, value, low, high in (("--quantile", args.quantile, 0.0, 0.5),
+                                     ("--resample-probability", args.resample_probability, 0.0, 1.0)):
+        if not (math.isfinite(value) and low < value <= high if option == "--quantile" else low <= value <= high):
+            common.fail(f"{option}: must be a number in {'(' if option == '--quantile' else '['}{low:g}, {high:g}], "
+                        f"got {value:g}")
+    if not (math.isfinite(args.capacity_weight) and args.capacity_weight >= 0):
+        common.fail(f"--capacity-weight: must be a number >= 0, got {args.capacity_weight:g}")
+    if args.population is not None and args.population < 2:
+        common.fail(f"--population: must be >= 2 (PBT copies one member into another), got {args.population}")
+    if args.seed < 0:
+        common.fail(f"--seed: must be >= 0, got {args.seed}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    common.check_options(args)
+    check(args)
+    fixed = {**common.fixed_config(args, VAL_FRACTION), "seed": args.seed}
+    if "val_fraction" not in fixed:
+        common.fail("--val-fraction: 0 leaves no validation data to rank the population on; give a fraction in (0, 1)")
+    if args.num_tasks is not None:
+        fixed["num_tasks"] = args.num_tasks
+    choices = {**common.axes(args, ("sparse_init", "growth", "density", "update_frequency")),
+               "death_rate": list(dict.fromkeys(args.death_rate or DEATH_RATES))}
+    first = common.check_configs([{**fixed, name: value} for name, values in choices.items() for value in values])
+    if first.num_tasks < 2:
+        common.fail(f"--num-tasks: PBT acts between tasks, so it needs at least 2, got {first.num_tasks}")
+    population = args.population or POPULATION.get(args.preset, DEFAULT_POPULATION)
+    mutations = {name: choices[name] for name in EXPLORED if len(choices[name]) > 1}
+    if not mutations:
+        common.fail("--growth/--density/--death-rate/--update-frequency: give at least one of them two or more "
+                    "values, else PBT has nothing to explore")
+    weight = f", minus {args.capacity_weight:g} x capacity used (%)" if args.capacity_weight else ""
+    print(f"{args.preset}: PBT, {population} members x {first.num_tasks} tasks ({first.benchmark}, {first.net}, "
+          f"{first.epochs} epochs per task); ranked after each task on validation ACC so far{weight} "
+          f"({first.val_fraction:g} of the training images held out); the bottom {args.quantile:g} copy the top")
+    for name, values in choices.items():
+        print(f"  {name}: {' '.join(str(v) for v in values)}" + ("  (explored)" if name in mutations else ""))
+    if args.dry_run:
+        return 0
+    exp, bench = common.prepare(args, first)
+    common.claim(exp, {"script": "adaptive", "fixed": fixed, "choices": choices, "population": population,
+                       "quantile": args.quantile, "resample_probability": args.resample_probability,
+                       "capacity_weight": args.capacity_weight})
+    print(f"results -> {exp.results_dir}; Ray state -> {exp.tune_path}", flush=True)
+    common.start_ray(args)
+    warn_unshared_storage(exp)
+    from ray import tune
+
+    random.seed(args.seed)  # PBT's explore draws from Python's random
+    scheduler = ValidationPBT(args.capacity_weight, hyperparam_mutations=mutations, quantile_fraction=args.quantile,
+                              resample_probability=args.resample_probability)
+    param_space = {**fixed, **{name: tune.choice(values) for name, values in choices.items()}}
+    common.run(args, exp, bench, param_space, tasks=population * first.num_tasks, scheduler=scheduler,
+               num_samples=population, search_alg=BasicVariantGenerator(random_state=args.seed))
+    return common.summarize(exp, population)
+
+
+def warn_unshared_storage(exp: common.Experiment) -> None:
+    """A local --storage on a cluster of several nodes works only if every node mounts it at that path."""
+    import ray
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) > 1 and "://" not in exp.storage:
+        print(f"note: {len(nodes)} nodes and a local --storage {exp.storage}: a member exploited on another node "
+              f"reads the checkpoint from there, so every node must mount it at that path (else pass a shared "
+              f"--storage, e.g. s3://...)", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
