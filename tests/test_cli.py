@@ -69,3 +69,28 @@ def test_console_entry_point_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "cldst", "train", "--density", "2"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: density: must be a number in (0, 1], got 2.0"
+
+
+def test_a_per_task_schedule_parses_from_comma_lists():
+    argv = "--dataset digits --density 0.2,0.1,0.1,0.05,0.05 --growth random,momentum,unfired,gradient,random"
+    cfg = config_from_args(build_parser().parse_args(["train", *argv.split()]))
+    assert cfg.density == (0.2, 0.1, 0.1, 0.05, 0.05) and cfg.task_value("growth", 2) == "unfired"
+    assert config_from_args(build_parser().parse_args(["train", "--density", "0.3"])).density == 0.3
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("--density 0.2,0.1", "density: 2 values but num_tasks is 5"),
+    ("--growth random,bogus,random,random,random", "growth (task 1): 'bogus' is not one of"),
+    ("--update-frequency 10,x", "expected a int or a comma list, got '10,x'"),
+    ("--death-rate 0.5,0.5,2,0.5,0.5", "death_rate (task 2): must be a number in [0, 1]"),
+    ("--protocol exam", "protocol: 'exam' is not one of clean, paper"),
+    ("--val-fraction 1", "val_fraction: must be a number in [0, 1)"),
+    ("--val-fraction 0.001", "val_fraction: 0.001 leaves class 0"),
+])
+def test_bad_schedules_and_protocols_exit_2_with_one_line(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--dataset", "digits", "--out", str(out), *flags.split()])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert not out.exists()
