@@ -151,6 +151,11 @@ class ParquetCallback(tune.Callback):
                 config.task_value(name, task) for task in range(config.num_tasks))})
         common = results.common_columns(config.to_dict(), self.experiment, trial.trial_id,
                                         rows[-1]["node"] if rows else "")
+        if error and len(rows) == common["num_tasks"]:
+            # Every task is in Parquet, so the error came after the last one: a driver killed as the trial ended
+            # can leave Tune resuming it from a checkpoint its last save had already deleted. Nothing was lost.
+            log.info(f"[{trial.trial_id}] failed after learning every task ({error}); its results are whole")
+            error = None
         status = "error" if error else "ok" if len(rows) == common["num_tasks"] else "stopped"
         runs_path = results.part_path(self.experiment_dir, "runs", trial.trial_id)
         if status == "ok" and runs_path.exists():
