@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, search, tables
+from analysis import adaptive, figures, search, tables
 from analysis.data import STATUSES, Loaded, load_all
 from analysis.findings import NOISE_RULE, Best, Finding, best_configs, findings
 from cldst.results import ResultsError, check_writable
@@ -90,7 +90,8 @@ def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
     bests = best_configs(loaded.runs, table)
     drawn = _figures(loaded, table, bests, out, progress)
     sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found),
-                _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress)]
+                _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress),
+                *adaptive.sections(loaded, out, progress)]
     report = out / "report.md"
     report.write_text("\n\n".join(sections) + "\n")
     progress(f"wrote {report.relative_to(out)}")
@@ -135,8 +136,10 @@ def _what_was_run(loaded: Loaded) -> str:
              "- Benchmarks: " + "; ".join(f"{b} ({', '.join(sorted(n))})" for b, n in nets.items()),
              f"- Task splits (tasks x classes): {', '.join(sorted(runs['split'].unique()))}",
              f"- Seeds: {', '.join(map(str, sorted(runs['seed'].unique())))}",
-             f"- Densities: {', '.join(f'{d:g}' for d in sorted(runs['density'].unique()))}; inits: "
-             f"{', '.join(sorted(runs['sparse_init'].unique()))}; growth: {', '.join(sorted(runs['growth'].unique()))}"]
+             # dropna: an adaptive (PBT) run whose setting varied over its tasks has none in its runs row
+             f"- Densities: {', '.join(f'{d:g}' for d in sorted(runs['density'].dropna().unique()))}; inits: "
+             f"{', '.join(sorted(runs['sparse_init'].unique()))}; growth: "
+             f"{', '.join(sorted(runs['growth'].dropna().unique()))}"]
     left_out = runs[runs["status"] != "ok"]
     if not left_out.empty:
         # Where a trial got to: the average accuracy after its last reported task.

@@ -47,7 +47,7 @@ def lineage(rows_of: Callable[[str], dict[int, dict]], trial_id: str) -> list[di
             raise LineageError(f"trial {trial}: no tasks row for task {task} (needed by the lineage of {trial_id})")
         chain.append(row)
         parent = row.get("parent_trial_id")
-        if parent:
+        if isinstance(parent, str) and parent:  # None, or NaN from pandas: its own
             if (parent, task) in seen:
                 raise LineageError(f"trial {trial_id}: its lineage loops at trial {parent}, task {task}")
             seen.add((parent, task))

@@ -69,6 +69,17 @@ class ValidationPBT(PopulationBasedTraining):
                          **options)
         self.capacity_weight = capacity_weight
 
+    def on_trial_add(self, tune_controller: object, trial: object) -> None:
+        """A rerun (Tuner.restore) hands back the members with their progress but this scheduler fresh: each
+        member stands after the last task of its checkpoint, and the next synchronisation point is the next task
+        of the member furthest behind (else the members already past it would wait for it forever)."""
+        super().on_trial_add(tune_controller, trial)
+        saved = trial.latest_checkpoint_result
+        state = self._trial_state[trial]
+        state.last_train_time = state.last_perturbation_time = int(saved.metrics["tasks_done"]) if saved else 0
+        behind = [s.last_train_time for t, s in self._trial_state.items() if not t.is_finished()]
+        self._next_perturbation_sync = min(behind, default=0) + 1
+
     def on_trial_result(self, tune_controller: object, trial: object, result: dict) -> str:
         if result["tasks_done"] >= result["num_tasks"]:
             return TrialScheduler.CONTINUE

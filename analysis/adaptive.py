@@ -1,0 +1,223 @@
+"""Adaptive DST (sweeps/adaptive.py, population-based training): lineages, schedules and the honest comparison.
+
+A PBT member may continue from another member's checkpoint; its tasks rows then name that member in
+`parent_trial_id`. `lineage()` rebuilds, from the tasks rows alone, which member learned each task of the
+model a member ended with, and so the settings each of its tasks trained with (`schedule()`).
+
+The comparison, per adaptive experiment (one seed): the PBT member with the best final validation ACC,
+against two static choices made on validation data among the grid runs (same data, net, epochs, split,
+validation fraction and seed; settings within the values PBT explored) that the report also loaded:
+(a) the configuration with the best final validation ACC, (b) first-task tuning: the configuration with
+the best validation ACC after task 0, kept for every task. A tie at the top (digits' first task is often
+100% on validation) counts as the mean of the tied runs: the expected result of picking one at random.
+Test ACC is reported beside each choice, never used to make it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.data import Loaded, ok_runs
+from analysis.figures import GROWTH_COLOURS, save
+from cldst import lineage as lineage_of
+from cldst.config import PER_TASK_FIELDS
+
+SWEEP_FILE = "sweep.json"
+SAME_RUN = ["benchmark", "net", "num_tasks", "classes_per_task", "epochs", "batch_size", "lr", "optimizer",
+            "protocol", "val_fraction", "seed"]
+CHOSEN = ["sparse_init", "growth", "density", "death_rate", "update_frequency"]
+METHODS = ("PBT (best member)", "(a) best static, on validation", "(b) first-task tuning")
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    experiment: str
+    spec: dict  # its sweep.json
+    runs: pd.DataFrame  # its finished members
+    tasks: pd.DataFrame  # its tasks rows
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec["fixed"]["seed"])
+
+    @property
+    def label(self) -> str:
+        """The experiment without its seed: what its seeds are a sample of."""
+        fixed = {k: v for k, v in self.spec["fixed"].items() if k != "seed"}
+        return (", ".join(f"{k} {v}" for k, v in sorted(fixed.items())) + f"; population {self.spec['population']}"
+                f", capacity weight {self.spec['capacity_weight']:g}")
+
+
+def experiments(loaded: Loaded) -> list[Adaptive]:
+    """The experiments among `loaded` that sweeps/adaptive.py ran (their sweep.json says so)."""
+    out = []
+    for folder in loaded.experiment_dirs:
+        try:
+            spec = json.loads((folder / SWEEP_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(spec, dict) and spec.get("script") == "adaptive":
+            mine = loaded.runs["experiment"] == folder.name
+            out.append(Adaptive(folder.name, spec, ok_runs(loaded.runs[mine]),
+                                loaded.tasks[loaded.tasks["experiment"] == folder.name]))
+    return out
+
+
+def lineage(tasks: pd.DataFrame, trial_id: str) -> pd.DataFrame:
+    """The tasks rows of the model `trial_id` ended with, task 0 first, each from the member that learned
+    that task for it (column `learned_by`). `tasks`: one experiment's tasks rows (Parquet alone)."""
+    rows = lineage_of.by_trial(tasks.to_dict("records"))
+    chain = pd.DataFrame(lineage_of.lineage(lambda trial: rows.get(trial, {}), trial_id))
+    return chain.assign(learned_by=chain["trial_id"]) if not chain.empty else chain
+
+
+def schedule(tasks: pd.DataFrame, trial_id: str) -> pd.DataFrame:
+    """The settings each task of `trial_id`'s final model trained with, and who learned it."""
+    return lineage(tasks, trial_id)[["task", *PER_TASK_FIELDS, "learned_by", "parent_trial_id"]]
+
+
+def best_member(exp: Adaptive) -> pd.Series:
+    """The finished member with the highest final validation ACC (ties: the lower trial id)."""
+    return exp.runs.sort_values(["val_acc", "trial_id"], ascending=[False, True]).iloc[0]
+
+
+def static_runs(loaded: Loaded, exp: Adaptive) -> pd.DataFrame:
+    """Finished grid runs comparable to `exp`: the same run settings and seed, with settings PBT could choose."""
+    adaptive = {e.experiment for e in experiments(loaded)}
+    runs = ok_runs(loaded.runs[~loaded.runs["experiment"].isin(adaptive)])
+    if exp.runs.empty or runs.empty:
+        return runs.iloc[0:0]
+    reference = exp.runs.iloc[0]
+    same = pd.Series(True, index=runs.index)
+    for column in SAME_RUN:
+        same &= runs[column] == reference[column]
+    for column in CHOSEN:
+        same &= runs[column].isin(exp.spec["choices"][column])
+    return runs[same]
+
+
+def _tied_mean(runs: pd.DataFrame, score: pd.Series) -> tuple[float, float, int]:
+    """(mean val ACC, mean test ACC, count) of the runs whose `score` ties for the top."""
+    top = runs[np.isclose(score, score.max(), rtol=0, atol=1e-9)]
+    return float(top["val_acc"].mean()), float(top["acc"].mean()), len(top)
+
+
+def compare(loaded: Loaded) -> pd.DataFrame:
+    """One row per adaptive experiment: the three methods' final validation and test ACC, and tasks trained."""
+    rows = []
+    for exp in experiments(loaded):
+        if exp.runs.empty:
+            continue
+        best = best_member(exp)
+        num_tasks = int(best["num_tasks"])
+        row = {"experiment": exp.experiment, "label": exp.label, "seed": exp.seed, "member": best["trial_id"],
+               "pbt_val": best["val_acc"], "pbt_acc": best["acc"], "pbt_tasks": exp.spec["population"] * num_tasks}
+        static = static_runs(loaded, exp)
+        if not static.empty:
+            row["a_val"], row["a_acc"], row["a_tied"] = _tied_mean(static, static["val_acc"])
+            first = loaded.tasks[loaded.tasks["task"] == 0].set_index(["experiment", "trial_id"])["val_avg_acc"]
+            after_first = first.reindex(pd.MultiIndex.from_frame(static[["experiment", "trial_id"]])).to_numpy()
+            row["b_val"], row["b_acc"], row["b_tied"] = _tied_mean(static, pd.Series(after_first, static.index))
+            row["a_tasks"], row["b_tasks"] = len(static) * num_tasks, len(static) + num_tasks - 1
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per adaptive setting (its seeds pooled): each method's mean ± sample std of final val and test ACC."""
+    out = []
+    for label, seeds in comparison.groupby("label", sort=True):
+        for method, prefix in zip(METHODS, ("pbt", "a", "b"), strict=True):
+            if f"{prefix}_acc" not in seeds or seeds[f"{prefix}_acc"].isna().all():
+                continue
+            out.append({"setting": label, "method": method, "seeds": int(seeds[f"{prefix}_acc"].notna().sum()),
+                        "tasks trained per seed": int(seeds[f"{prefix}_tasks"].max()),
+                        "val ACC": seeds[f"{prefix}_val"].mean(), "val std": seeds[f"{prefix}_val"].std(),
+                        "test ACC": seeds[f"{prefix}_acc"].mean(), "test std": seeds[f"{prefix}_acc"].std()})
+    return pd.DataFrame(out)
+
+
+def verdicts(table: pd.DataFrame) -> list[str]:
+    """PBT against each baseline on test ACC, with findings.NOISE_RULE: real only above the largest seed std."""
+    lines = []
+    for setting, rows in table.groupby("setting", sort=True):
+        pbt = rows[rows["method"] == METHODS[0]]
+        for _, other in rows[rows["method"] != METHODS[0]].iterrows():
+            if pbt.empty:
+                continue
+            mine = pbt.iloc[0]
+            margin, spread = mine["test ACC"] - other["test ACC"], max(mine["test std"], other["test std"])
+            if min(mine["seeds"], other["seeds"]) < 2 or pd.isna(spread):
+                verdict = "spread unknown (a single seed)"
+            elif abs(margin) > spread:
+                verdict = "real" + (": PBT better" if margin > 0 else ": PBT worse")
+            else:
+                verdict = "within noise"
+            lines.append(f"{setting}: PBT {margin:+.2f} test ACC points against {other['method']} "
+                         f"(largest seed std {spread:.2f}): {verdict}")
+    return lines
+
+
+def settings_figure(exp: Adaptive, path: Path) -> Path | None:
+    """Density per task of every finished member's final model (a line each, the best in black), coloured
+    at each task by the growth criterion that task trained with."""
+    if exp.runs.empty:
+        return None
+    best = best_member(exp)["trial_id"]
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for number, trial in enumerate(sorted(exp.runs["trial_id"])):
+        chain = schedule(exp.tasks, trial)
+        jitter = (number - len(exp.runs) / 2) * 0.004  # members on the same density stay visible
+        ax.plot(chain["task"], chain["density"] + jitter, color="black" if trial == best else "0.75",
+                lw=2 if trial == best else 0.8, zorder=3 if trial == best else 1)
+        ax.scatter(chain["task"], chain["density"] + jitter, c=[GROWTH_COLOURS.get(g, "grey") for g in chain["growth"]],
+                   s=22, zorder=4)
+    for growth, colour in GROWTH_COLOURS.items():
+        ax.scatter([], [], c=colour, label=growth)
+    ax.legend(title="growth", fontsize=8)
+    ax.set(xlabel="task", ylabel="density of the task's subnetwork",
+           title=f"{exp.experiment}: settings per task of the final population (best member in black)")
+    ax.title.set_fontsize(9)
+    ax.set_xticks(sorted(exp.tasks["task"].unique()))
+    return save(fig, path)
+
+
+def sections(loaded: Loaded, out: Path, progress: Callable[[str], None] = lambda _line: None) -> list[str]:
+    """The report's adaptive section (empty when no adaptive experiment was loaded)."""
+    found = [exp for exp in experiments(loaded) if not exp.runs.empty]
+    if not found:
+        return []
+    from analysis.findings import NOISE_RULE
+    from analysis.tables import markdown
+
+    comparison = compare(loaded)
+    table = summary(comparison)
+    lines = ["## Adaptive DST (population-based training)", "",
+             "Members ranked after each task on validation ACC over the tasks so far (minus the capacity weight x "
+             "capacity used, in %); the bottom quantile copies a top member's checkpoint and explores new settings. "
+             "(a) and (b) are chosen among the grid runs loaded beside it, per seed, on validation ACC; test ACC is "
+             "never used to choose. Tasks trained: PBT population x tasks; (a) every grid run; (b) each grid "
+             "configuration's first task, then the kept one's remaining tasks.", ""]
+    if not table.empty:
+        lines += [markdown(table.round(2)), ""]
+        lines += [f"- {line}" for line in verdicts(table)] + ["", f"Noise rule: {NOISE_RULE}", ""]
+    lines += ["Per seed:", "", markdown(comparison.drop(columns="label").round(2)), ""]
+    for exp in found:
+        best = best_member(exp)
+        chain = schedule(exp.tasks, best["trial_id"])
+        lines += [f"### {exp.experiment}: schedule of the best member {best['trial_id']} (final validation ACC "
+                  f"{best['val_acc']:.2f}, test ACC {best['acc']:.2f}, sparse_init {best['sparse_init']})", "",
+                  markdown(chain.round(4)), ""]
+        png = settings_figure(exp, out / "figures" / f"adaptive_settings_{exp.experiment}.png")
+        if png:
+            progress(f"wrote {png.relative_to(out)}")
+            lines += [f"![population settings per task](figures/{png.name})", ""]
+    return ["\n".join(lines).rstrip()]

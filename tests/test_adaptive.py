@@ -1,0 +1,214 @@
+"""Adaptive DST (sweeps/adaptive.py): an exploit continues from the donor's weights and masks bit-exactly, the
+lineage of every member is rebuilt from Parquet alone, the population is ranked on validation data only, and a
+killed driver's rerun finishes the population without duplicate rows.
+
+(That each task trains with its own settings is tests/test_protocol.py::test_each_task_trains_with_its_own_settings.)
+"""
+
+import dataclasses
+import json
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from ray.tune.schedulers.pbt import _PBTTrialState
+from ray_cluster import driver_env
+
+from analysis import adaptive as analysis_adaptive
+from analysis.data import load_all
+from cldst import checkpoint, continual, results
+from cldst.config import RunConfig
+from cldst.data import load_benchmark
+from cldst.lineage import LineageError
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sweeps import adaptive  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_benchmark("synthetic")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+def small(**overrides) -> RunConfig:
+    values = dict(benchmark="synthetic", num_tasks=3, classes_per_task=2, num_classes=6, epochs=2, batch_size=32,
+                  update_frequency=3, device="cpu")
+    return RunConfig(**{**values, **overrides}).resolve()
+
+
+def run_with_states(cfg, bench, state=None):
+    states = []
+    learned = continual.run(cfg, bench, continual.Hooks(on_task_end=lambda r, s: states.append(s)), state)
+    return learned, states
+
+
+def owned_weights_equal(before: dict, after: dict, tasks: int) -> bool:
+    """The weights the first `tasks` tasks own, and those tasks' masks, are the same bits in both states."""
+    masks_before, masks_after = checkpoint.task_masks(before)[:tasks], checkpoint.task_masks(after)[:tasks]
+    for mask_before, mask_after in zip(masks_before, masks_after, strict=True):
+        for name, mask in mask_before.items():
+            if not torch.equal(mask, mask_after[name]):
+                return False
+    owned = {name: torch.stack([m[name] for m in masks_before]).any(0) for name in masks_before[0]}
+    return all(torch.equal(before["model"][name][mask], after["model"][name][mask]) for name, mask in owned.items())
+
+
+def test_an_exploit_continues_from_the_donors_weights_and_masks_bit_exactly(synthetic, tmp_path):
+    donor = small(growth="momentum", density=0.2, death_rate=0.5)
+    donor_results, donor_states = run_with_states(donor, synthetic)
+    path = checkpoint.save({**donor_states[0], "trial_id": "donor"}, tmp_path / "state.pt")
+    explorer = dataclasses.replace(donor, growth="gradient", density=0.3, death_rate=0.3, update_frequency=2)
+    state = checkpoint.load(path, explorer.to_dict())  # what the exploiting trial's trainable reads
+    assert state["trial_id"] == "donor"
+    assert all(torch.equal(state["model"][name], t) for name, t in donor_states[0]["model"].items())
+    learned, states = run_with_states(explorer, synthetic, state)
+    # The explorer's model after its next task keeps task 0's mask and weights from the donor, bit for bit.
+    assert owned_weights_equal(donor_states[0], states[0], tasks=1)
+    assert learned[0].acc == donor_results[0].acc
+    # Task 0 keeps the settings it trained with in the donor; the tasks to come train with the explored ones.
+    assert [(r.growth, r.density, r.death_rate) for r in learned] == [
+        ("momentum", 0.2, 0.5), ("gradient", 0.3, 0.3), ("gradient", 0.3, 0.3)]
+    assert [r["growth"] for r in states[-1]["results"]] == ["momentum", "gradient", "gradient"]
+    assert learned[1].task_density == pytest.approx(0.3, abs=0.01)
+
+
+def task_rows(trial: str, growths: list[str], parents: dict[int, str]) -> list[dict]:
+    cfg = small()
+    common = results.common_columns(cfg.to_dict(), "pbt", trial, "node")
+    rows = []
+    for task, growth in enumerate(growths):
+        acc = [90.0 + task] * (task + 1)
+        metrics = dict(task=task, acc=acc, fwt_acc=[], avg_acc=acc[0], bwt=0.0, val_acc=acc, val_avg_acc=acc[0],
+                       task_density=0.2, capacity_used=0.2 * (task + 1), reused_fraction=0.0, fired_fraction=0.3,
+                       train_seconds=1.0, images_per_second=1.0, density=0.1 * (task + 1), growth=growth,
+                       prune="magnitude", death_rate=0.5, update_frequency=3)
+        rows.append(results.task_row(common, metrics, parents.get(task)))
+    return rows
+
+
+def test_the_schedule_of_every_member_is_rebuilt_from_parquet_alone(tmp_path):
+    folder = tmp_path / "pbt"
+    # A learns 3 tasks; B copies A after task 0; C copies B after task 1 (so C's model: A, B, C).
+    results.write_part(folder, "tasks", "A", task_rows("A", ["random", "random", "random"], {}))
+    results.write_part(folder, "tasks", "B", task_rows("B", ["unfired", "momentum", "momentum"], {1: "A"}))
+    results.write_part(folder, "tasks", "C", task_rows("C", ["gradient", "gradient", "unfired"], {2: "B"}))
+    tasks = load_all(folder).tasks
+    chain = analysis_adaptive.schedule(tasks, "C")
+    assert list(chain["learned_by"]) == ["A", "B", "C"]
+    assert list(chain["growth"]) == ["random", "momentum", "unfired"]
+    assert list(chain["density"]) == pytest.approx([0.1, 0.2, 0.3])
+    assert list(analysis_adaptive.schedule(tasks, "B")["learned_by"]) == ["A", "B", "B"]
+    assert list(analysis_adaptive.schedule(tasks, "A")["learned_by"]) == ["A", "A", "A"]
+    results.write_part(folder, "tasks", "D", task_rows("D", ["random", "random"], {1: "gone"}))
+    with pytest.raises(LineageError, match="trial gone: no tasks row for task 0"):
+        analysis_adaptive.lineage(load_all(folder).tasks, "D")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:  # what PBT's ranking reads of a trial
+    trial_id: str
+
+    @property
+    def experiment_tag(self) -> str:
+        return self.trial_id
+
+    def is_finished(self) -> bool:
+        return False
+
+
+def ranked(scheduler: adaptive.ValidationPBT, reports: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """(bottom, top) quantile of the population after each member reported `reports[name]` for task 0."""
+    for name, report in reports.items():
+        trial = Member(name)
+        scheduler._trial_state[trial] = _PBTTrialState(trial)
+        scheduler._save_trial_state(scheduler._trial_state[trial], 1, report, trial)
+    bottom, top = scheduler._quantiles()
+    return [t.trial_id for t in bottom], [t.trial_id for t in top]
+
+
+def report(val: float, test: float, capacity: float = 0.2) -> dict:
+    return {"val_avg_acc": val, "val_acc": [val], "avg_acc": test, "acc": [test], "acc_current": test,
+            "capacity_used": capacity, "tasks_done": 1, "num_tasks": 3}
+
+
+def test_the_population_is_ranked_on_validation_accuracy_never_on_test_data():
+    honest = {"w": report(60, 60), "x": report(70, 70), "y": report(80, 80), "z": report(90, 90)}
+    # Test accuracies poisoned to say the opposite (and one impossible value): the ranking must not move.
+    poisoned = {"w": report(60, 1e9), "x": report(70, 99), "y": report(80, float("nan")), "z": report(90, -1)}
+    mutations = {"growth": ["random", "momentum"]}
+    for reports in (honest, poisoned):
+        assert ranked(adaptive.ValidationPBT(0.0, hyperparam_mutations=mutations), reports) == (["w"], ["z"])
+    # The capacity variant: equal validation ACC, the member that owns less of the network ranks higher.
+    frugal = {"a": report(80, 80, 0.6), "b": report(80, 80, 0.2), "c": report(70, 70, 0.2), "d": report(75, 90, 0.4)}
+    assert ranked(adaptive.ValidationPBT(0.1, hyperparam_mutations=mutations), frugal) == (["c"], ["b"])
+    with pytest.raises(ValueError, match="val_avg_acc missing"):
+        adaptive.rank_score({"avg_acc": 90.0, "capacity_used": 0.1}, 0.0)
+
+
+def quick_pbt(tmp_path: Path, name: str, population: int, num_tasks: int) -> list[str]:
+    return ["--preset", "quick", "--epochs", "1", "--num-tasks", str(num_tasks), "--population", str(population),
+            "--quantile", "0.5", "--growth", "random", "momentum", "--density", "0.2", "0.1", "--name", name,
+            "--results", str(tmp_path / name), "--storage", str(tmp_path / "ray")]
+
+
+def checkpoints(storage: Path) -> dict[tuple[str, int], dict]:
+    """Every task checkpoint Tune kept, by (trial that made it, tasks learned)."""
+    states = [torch.load(path, weights_only=True) for path in storage.rglob("state.pt")]
+    return {(state["trial_id"], state["next_task"]): state for state in states}
+
+
+def test_a_pbt_run_exploits_exactly_and_its_parquet_holds_each_members_lineage(local_ray, tmp_path, capsys):
+    assert adaptive.main(quick_pbt(tmp_path, "pbt", population=2, num_tasks=3)) == 0
+    loaded = load_all(tmp_path / "pbt")
+    runs, tasks = loaded.runs, loaded.tasks
+    assert list(runs["status"]) == ["ok", "ok"]
+    exploits = tasks[tasks["parent_trial_id"].notna()]
+    assert len(exploits) >= 1  # two members, quantile 0.5: the worse one copies the better after tasks 0 and 1
+    saved = checkpoints(tmp_path / "ray" / "pbt")
+    for row in exploits.itertuples():
+        donor, explorer = saved[(row.parent_trial_id, row.task)], saved[(row.trial_id, row.task + 1)]
+        assert owned_weights_equal(donor, explorer, tasks=row.task)
+    for run in runs.itertuples():
+        chain = analysis_adaptive.lineage(tasks, run.trial_id)
+        assert list(chain["task"]) == [0, 1, 2]
+        # The runs row summarises the model the member ended with: its lineage's accuracies and settings.
+        assert [list(r) for r in run.acc_matrix] == [list(a) for a in chain["acc"]]
+        config = RunConfig.from_dict(json.loads(run.config_json)).resolve()
+        assert [config.task_value("growth", t) for t in range(3)] == list(chain["growth"])
+
+
+def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_ray, tmp_path):
+    argv = [*quick_pbt(tmp_path, "resume", population=4, num_tasks=4), "--verbose"]
+    driver = subprocess.Popen([sys.executable, str(REPO / "sweeps" / "adaptive.py"), *argv], cwd=tmp_path,
+                              env=driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in driver.stdout:  # Ctrl-C once the population has learned its second task
+        lines.append(line)
+        if sum("task 2/4" in seen for seen in lines) >= 2:
+            break
+    driver.send_signal(signal.SIGINT)
+    output = "".join(lines) + driver.communicate(timeout=90)[0]
+    assert driver.returncode == 1, output
+    assert adaptive.main(argv) == 0  # the same command again
+    loaded = load_all(tmp_path / "resume")
+    assert len(loaded.runs) == 4 and set(loaded.runs["status"]) == {"ok"}
+    keys = list(zip(loaded.tasks["trial_id"], loaded.tasks["task"], strict=True))
+    assert len(keys) == len(set(keys))
+    for trial in loaded.runs["trial_id"]:
+        assert list(analysis_adaptive.lineage(loaded.tasks, trial)["task"]) == [0, 1, 2, 3]
