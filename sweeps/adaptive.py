@@ -113,11 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check(args: argparse.Namespace) -> None:
-    for option, value, low, high in (("--quantile", args.quantile, 0.0, 0.5),
-                                     ("--resample-probability", args.resample_probability, 0.0, 1.0)):
-        if not (math.isfinite(value) and low < value <= high if option == "--quantile" else low <= value <= high):
-            common.fail(f"{option}: must be a number in {'(' if option == '--quantile' else '['}{low:g}, {high:g}], "
-                        f"got {value:g}")
+    if not (math.isfinite(args.quantile) and 0 < args.quantile <= 0.5):  # Ray's PBT: at most half exploits
+        common.fail(f"--quantile: must be a number in (0, 0.5], got {args.quantile:g}")
+    if not (math.isfinite(args.resample_probability) and 0 <= args.resample_probability <= 1):
+        common.fail(f"--resample-probability: must be a number in [0, 1], got {args.resample_probability:g}")
     if not (math.isfinite(args.capacity_weight) and args.capacity_weight >= 0):
         common.fail(f"--capacity-weight: must be a number >= 0, got {args.capacity_weight:g}")
     if args.population is not None and args.population < 2:
