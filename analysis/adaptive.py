@@ -70,6 +70,17 @@ def experiments(loaded: Loaded) -> list[Adaptive]:
     return out
 
 
+def static_part(loaded: Loaded) -> Loaded:
+    """`loaded` without its adaptive experiments (all of it when nothing else was loaded): the grid tables
+    pool runs by configuration, and a PBT member whose settings never changed would count as one more run."""
+    names = {exp.experiment for exp in experiments(loaded)}
+    if not names or loaded.runs["experiment"].isin(names).all():
+        return loaded
+    return Loaded(runs=loaded.runs[~loaded.runs["experiment"].isin(names)],
+                  tasks=loaded.tasks[~loaded.tasks["experiment"].isin(names)],
+                  experiment_dirs=[d for d in loaded.experiment_dirs if d.name not in names], skipped=loaded.skipped)
+
+
 def lineage(tasks: pd.DataFrame, trial_id: str) -> pd.DataFrame:
     """The tasks rows of the model `trial_id` ended with, task 0 first, each from the member that learned
     that task for it (column `learned_by`). `tasks`: one experiment's tasks rows (Parquet alone)."""
@@ -183,7 +194,7 @@ def settings_figure(exp: Adaptive, path: Path) -> Path | None:
     for growth, colour in GROWTH_COLOURS.items():
         ax.scatter([], [], c=colour, label=growth)
     ax.legend(title="growth", fontsize=8)
-    ax.set(xlabel="task", ylabel="density of the task's subnetwork",
+    ax.set(xlabel="task", ylabel="density the task trained with",
            title=f"{exp.experiment}: settings per task of the final population (best member in black)")
     ax.title.set_fontsize(9)
     ax.set_xticks(sorted(exp.tasks["task"].unique()))

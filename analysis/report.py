@@ -83,12 +83,13 @@ def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
                  progress: Callable[[str], None] = lambda _line: None) -> Path:
     """Write tables/, figures/ and report.md under `out`; returns the report's path."""
     out.mkdir(parents=True, exist_ok=True)
-    table = tables.summary(loaded.runs)
+    static = adaptive.static_part(loaded)  # a PBT member's schedule is no grid configuration: its own section
+    table = tables.summary(static.runs)
     for path in tables.write_tables(table, out / "tables"):
         progress(f"wrote {path.relative_to(out)}")
-    found = findings(loaded.runs, table)
-    bests = best_configs(loaded.runs, table)
-    drawn = _figures(loaded, table, bests, out, progress)
+    found = findings(static.runs, table)
+    bests = best_configs(static.runs, table)
+    drawn = _figures(static, table, bests, out, progress)
     sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found),
                 _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress),
                 *adaptive.sections(loaded, out, progress)]

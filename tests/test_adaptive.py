@@ -21,6 +21,7 @@ from ray_cluster import driver_env
 
 from analysis import adaptive as analysis_adaptive
 from analysis.data import load_all
+from analysis.report import write_report
 from cldst import checkpoint, continual, results
 from cldst.config import RunConfig
 from cldst.data import load_benchmark
@@ -191,6 +192,10 @@ def test_a_pbt_run_exploits_exactly_and_its_parquet_holds_each_members_lineage(l
         assert [list(r) for r in run.acc_matrix] == [list(a) for a in chain["acc"]]
         config = RunConfig.from_dict(json.loads(run.config_json)).resolve()
         assert [config.task_value("growth", t) for t in range(3)] == list(chain["growth"])
+    report = write_report(loaded, tmp_path / "report", [tmp_path / "pbt"]).read_text()
+    best = analysis_adaptive.best_member(analysis_adaptive.experiments(loaded)[0])
+    assert f"schedule of the best member {best['trial_id']}" in report
+    assert (tmp_path / "report" / "figures" / "adaptive_settings_pbt.png").is_file()
 
 
 def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_ray, tmp_path):
