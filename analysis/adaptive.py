@@ -4,7 +4,7 @@ A PBT member may continue from another member's checkpoint; its tasks rows then 
 `parent_trial_id`. `lineage()` rebuilds, from the tasks rows alone, which member learned each task of the
 model a member ended with, and so the settings each of its tasks trained with (`schedule()`).
 
-The comparison, per adaptive experiment (one seed): the PBT member with the best final validation ACC,
+The comparison, per adaptive experiment (one seed): the PBT members with the best final validation ACC,
 against two static choices made on validation data among the grid runs (same data, net, epochs, split,
 validation fraction and seed; settings within the values PBT explored) that the report also loaded:
 (a) the configuration with the best final validation ACC, (b) first-task tuning: the configuration with
@@ -129,7 +129,8 @@ def compare(loaded: Loaded) -> pd.DataFrame:
         best = best_member(exp)
         num_tasks = int(best["num_tasks"])
         row = {"experiment": exp.experiment, "label": exp.label, "seed": exp.seed, "member": best["trial_id"],
-               "pbt_val": best["val_acc"], "pbt_acc": best["acc"], "pbt_tasks": exp.spec["population"] * num_tasks}
+               "pbt_tasks": exp.spec["population"] * num_tasks}
+        row["pbt_val"], row["pbt_acc"], row["pbt_tied"] = _tied_mean(exp.runs, exp.runs["val_acc"])
         static = static_runs(loaded, exp)
         if not static.empty:
             row["a_val"], row["a_acc"], row["a_tied"] = _tied_mean(static, static["val_acc"])
