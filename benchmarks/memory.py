@@ -8,6 +8,7 @@ and the measured peak (CUDA max_memory_allocated, or peak RSS on a CPU) of a fre
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import multiprocessing as mp
 import sys
@@ -16,6 +17,7 @@ import torch
 
 from benchmarks import common
 from benchmarks.common import Record
+from cldst import checkpoint
 from cldst.config import RunConfig
 from cldst.continual import run
 from cldst.models import build_model
@@ -34,9 +36,12 @@ def state_bytes(net: str, num_tasks: int, batch: int, device: torch.device) -> R
     working = common.tensor_bytes([params] + [v for k, v in vars(engine).items() if k != "task_masks"]) - weights
     snapshot = common.tensor_bytes(engine.snapshot())
     engine.end_task()
+    state = checkpoint.make_state(trainer.cfg.to_dict(), num_tasks, trainer.model, engine.task_masks, [])
+    saved = io.BytesIO()
+    torch.save(state, saved)  # the task checkpoint a trial reports after its last task, as written to disk
     return {"weights": weights, "task masks": common.tensor_bytes(engine.task_masks), "engine": working,
             "snapshot": snapshot, "optimizer": common.tensor_bytes(list(trainer.optimizer.state.values())),
-            "maskable": engine.total}
+            "maskable": engine.total, "owned": common.tensor_bytes(engine.owned), "checkpoint": saved.tell()}
 
 
 def peak_bytes(kind: str, net: str, num_tasks: int, batch: int, device_name: str) -> int:
@@ -69,12 +74,14 @@ def in_fresh_process(*args: object) -> int:
 
 
 def row(net: str, state: str, parts: dict[str, int], tasks: int, maskable: int, peak: int, idle: int,
-        dense_model: int) -> Record:
+        dense_model: int, owned: int = 0, saved: int = 0) -> Record:
     total = sum(parts.values())
+    between = parts["weights"] + parts["task masks"] + owned  # what a trial holds between tasks
     return {"net": net, "state": state, **{f"{k} MB": v / MB for k, v in parts.items()},
             "mask bytes/weight/task": parts["task masks"] / (maskable * tasks) if tasks else 0.0,
-            "state MB": total / MB, "state / dense model": total / dense_model, "measured peak MB": peak / MB,
-            "peak above idle MB": (peak - idle) / MB}
+            "state MB": total / MB, "state / dense model": total / dense_model,
+            "between tasks / dense model": between / dense_model, "checkpoint MB": saved / MB,
+            "measured peak MB": peak / MB, "peak above idle MB": (peak - idle) / MB}
 
 
 def measure(net: str, args: argparse.Namespace, device: torch.device) -> list[Record]:
@@ -90,7 +97,8 @@ def measure(net: str, args: argparse.Namespace, device: torch.device) -> list[Re
                 in_fresh_process("dense", net, 10, args.batch, device.type), idle, model)]
     for t, found in runs.items():
         peak = in_fresh_process("run", net, t, args.batch, device.type)
-        rows.append(row(net, f"{t}-task run", {k: found[k] for k in keys}, t, found["maskable"], peak, idle, model))
+        rows.append(row(net, f"{t}-task run", {k: found[k] for k in keys}, t, found["maskable"], peak, idle, model,
+                        found["owned"], found["checkpoint"]))
     return rows
 
 
@@ -111,10 +119,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[Record]]:
              "exact: the engine taken through tasks 0..T-1 (start_task, 2 steps, end_task), density 0.2, Adam",
              f"measured runs: continual.run on synthetic CIFAR-shaped data, density 0.2, Adam, 2 epochs per task "
              f"(so a best-epoch snapshot is held), about one batch of {args.batch} per task, update every 2 steps",
-             "engine = the Masking working set of the current task (owned, merged, mask, fired, trainable, "
-             "frozen values, gradient keep); snapshot = the best epoch's weights and masks (held during a task); "
-             "optimizer = Adam state (2 x weights), rebuilt per task",
-             "masks are torch.bool: 1 byte per maskable weight per task (packed bits would be 1/8)"]
+             "engine = the Masking working set of the current task (bools: owned, mask, fired, trainable, gradient "
+             "keep; one float copy: the owned values); snapshot = the best epoch's subnetwork (values inside the "
+             "mask, mask and fired mask as bits), held during a task; optimizer = Adam state (2 x weights), "
+             "rebuilt per task",
+             "finished task masks are packed bits: 1/8 byte per maskable weight per task; 'between tasks' = "
+             "weights + task masks + the owned mask (what a trial holds and resumes from); 'checkpoint' = "
+             "torch.save of the real task checkpoint after the last task"]
     common.report("benchmarks.memory", argv, args, device, "3. Memory", [common.table(rows)], notes)
     return {"memory": rows}
 
