@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from engine_runs import run_with_states, small_config
 
 from cldst import checkpoint, continual
-from cldst.config import GROWTHS, RunConfig
+from cldst.config import GROWTHS
 from cldst.data import load_benchmark
 from cldst.masking import Masking
 from cldst.models import build_model
@@ -13,18 +14,6 @@ from cldst.models import build_model
 @pytest.fixture(scope="module")
 def bench():
     return load_benchmark("synthetic")
-
-
-def small_config(**overrides) -> RunConfig:
-    values = dict(benchmark="synthetic", num_tasks=3, classes_per_task=2, num_classes=6, epochs=2,
-                  batch_size=32, update_frequency=3, device="cpu")
-    return RunConfig(**{**values, **overrides}).resolve()
-
-
-def run_capturing_states(cfg, bench, state=None):
-    states = []
-    results = continual.run(cfg, bench, continual.Hooks(on_task_end=lambda r, s: states.append(s)), state)
-    return results, states
 
 
 def owned_union(state):
@@ -42,7 +31,7 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_isolation_is_exact(bench, growth, optimizer):
     cfg = small_config(growth=growth, **OPTIMIZERS[optimizer])
-    results, states = run_capturing_states(cfg, bench)
+    results, states = run_with_states(cfg, bench)
     assert [r.bwt for r in results] == [0.0, 0.0, 0.0]
     for j in range(cfg.num_tasks):  # R[i][j] is the same number after every later task i
         assert len({r.acc[j] for r in results[j:]}) == 1
@@ -57,7 +46,7 @@ def test_isolation_is_exact(bench, growth, optimizer):
 
 def test_without_isolation_earlier_weights_move(bench):
     cfg = small_config(isolate=False)
-    _, states = run_capturing_states(cfg, bench)
+    _, states = run_with_states(cfg, bench)
     owned = owned_union(states[0])
     moved = any(not torch.equal(states[0]["model"][n][m], states[-1]["model"][n][m]) for n, m in owned.items())
     assert moved
@@ -89,32 +78,32 @@ def test_shared_weight_enters_a_later_mask_with_its_real_value():
 
 def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(bench, tmp_path):
     cfg = small_config(growth="momentum")
-    full, states = run_capturing_states(cfg, bench)
+    full, states = run_with_states(cfg, bench)
     path = checkpoint.save(states[0], tmp_path / "after-task-0.pt")
-    resumed, _ = run_capturing_states(cfg, bench, checkpoint.load(path, cfg.to_dict()))
+    resumed, _ = run_with_states(cfg, bench, checkpoint.load(path, cfg.to_dict()))
     assert [r.acc for r in resumed] == [r.acc for r in full]
     assert [r.fwt_acc for r in resumed] == [r.fwt_acc for r in full]
     assert [r.capacity_used for r in resumed] == [r.capacity_used for r in full]
 
 
 def test_same_seed_same_results_and_other_seed_differs(bench):
-    first, _ = run_capturing_states(small_config(growth="random"), bench)
-    again, _ = run_capturing_states(small_config(growth="random"), bench)
-    other, _ = run_capturing_states(small_config(growth="random", seed=1), bench)
+    first, _ = run_with_states(small_config(growth="random"), bench)
+    again, _ = run_with_states(small_config(growth="random"), bench)
+    other, _ = run_with_states(small_config(growth="random", seed=1), bench)
     assert [r.acc for r in first] == [r.acc for r in again]
     assert [r.capacity_used for r in first] != [r.capacity_used for r in other]
 
 
 def test_checkpoint_of_another_configuration_is_refused(bench, tmp_path):
     cfg = small_config()
-    _, states = run_capturing_states(small_config(epochs=1), bench)
+    _, states = run_with_states(small_config(epochs=1), bench)
     path = checkpoint.save(states[0], tmp_path / "c.pt")
     with pytest.raises(checkpoint.CheckpointError, match="epochs"):
         checkpoint.load(path, cfg.to_dict())
 
 
 def test_task_statistics_are_consistent(bench):
-    results, states = run_capturing_states(small_config(density=0.3), bench)
+    results, states = run_with_states(small_config(density=0.3), bench)
     for r in results:
         assert r.task_density == pytest.approx(0.3, abs=1e-3)
         assert 0 <= r.reused_fraction <= 1 and 0 < r.fired_fraction <= 1
@@ -133,5 +122,5 @@ def test_nan_loss_is_a_training_error(bench):
 
 @pytest.mark.parametrize("eval_head", ["task", "all"])
 def test_learns_well_above_chance(bench, eval_head):
-    results, _ = run_capturing_states(small_config(eval_head=eval_head, epochs=3), bench)
+    results, _ = run_with_states(small_config(eval_head=eval_head, epochs=3), bench)
     assert results[-1].avg_acc > (70 if eval_head == "task" else 30)

@@ -3,8 +3,6 @@
 import hashlib
 import io
 import os
-import pickle
-import struct
 import tarfile
 import urllib.error
 import urllib.request
@@ -18,30 +16,7 @@ from PIL import Image
 
 from cldst import data, imagefolders
 from cldst.data import DataError, load_benchmark, select_classes, task_indices
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes str and bytes as Python 2 strings, as the official CIFAR pickles (made with Python 2) hold them."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_py2_str(self, obj):
-        raw = obj if isinstance(obj, bytes) else obj.encode("latin1")
-        if len(raw) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-    dispatch[str] = save_py2_str
-
-
-def _py2_pickle(obj) -> bytes:
-    buffer = io.BytesIO()
-    _Py2Pickler(buffer, protocol=2).dump(obj)
-    return buffer.getvalue()
-
+from scripts.make_small_cifar100 import py2_pickle  # the Python-2 pickle writer, shared with the parity data
 
 # The CIFAR layouts: (folder, train batches, test batches, label key, classes)
 LAYOUTS = {
@@ -64,8 +39,8 @@ def _cifar_members(name: str, per_batch: int = 6, extra: dict | None = None) -> 
             pixels[0, c * 1024 + h * 32 + w] = 255
         labels = [(i * per_batch + j) % num_classes for j in range(per_batch)]
         batch = {b"batch_label": f"batch {i}", key: labels, b"data": pixels, b"filenames": [b"x.png"] * per_batch}
-        members[member] = _py2_pickle({**batch, **(extra or {})} if i == 0 else batch)
-    members["meta"] = _py2_pickle({b"label_names": [f"class{i}" for i in range(num_classes)]})
+        members[member] = py2_pickle({**batch, **(extra or {})} if i == 0 else batch)
+    members["meta"] = py2_pickle({b"label_names": [f"class{i}" for i in range(num_classes)]})
     return members
 
 
@@ -151,7 +126,7 @@ def test_wrong_contents_are_refused(tmp_path):
     _write_tar(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python", {"train": members["train"]})
     with pytest.raises(DataError, match="lacks cifar-100-python/test"):
         load_benchmark("cifar100", tmp_path)
-    members["train"] = _py2_pickle({b"data": np.zeros((2, 100), np.uint8), b"fine_labels": [0, 1]})
+    members["train"] = py2_pickle({b"data": np.zeros((2, 100), np.uint8), b"fine_labels": [0, 1]})
     _write_tar(tmp_path / "cifar-100-python.tar.gz", "cifar-100-python", members)
     with pytest.raises(DataError, match=r"cifar-100-python/train is not a CIFAR batch"):
         load_benchmark("cifar100", tmp_path)

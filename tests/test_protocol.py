@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from engine_runs import run_with_states, small_config
 
 from cldst import checkpoint, continual
 from cldst.config import ConfigError, RunConfig
@@ -50,26 +51,14 @@ def synthetic():
     return load_benchmark("synthetic")
 
 
-def small(**overrides) -> RunConfig:
-    values = dict(benchmark="synthetic", num_tasks=3, classes_per_task=2, num_classes=6, epochs=2, batch_size=32,
-                  update_frequency=3, device="cpu")
-    return RunConfig(**{**values, **overrides}).resolve()
-
-
-def run_with_states(cfg, bench, state=None):
-    states = []
-    results = continual.run(cfg, bench, continual.Hooks(on_task_end=lambda r, s: states.append(s)), state)
-    return results, states
-
-
 def test_paper_protocol_is_reproducible_and_isolated(synthetic):
-    cfg = small(protocol="paper")
+    cfg = small_config(protocol="paper")
     assert (cfg.eval_head, cfg.precision) == ("all", "fp32")
     first, states = run_with_states(cfg, synthetic)
     again, _ = run_with_states(cfg, synthetic)
     assert [r.acc for r in first] == [r.acc for r in again] and [r.best_epoch for r in first] == [
         r.best_epoch for r in again]
-    clean, _ = run_with_states(small(), synthetic)
+    clean, _ = run_with_states(small_config(), synthetic)
     assert [r.acc for r in first] != [r.acc for r in clean]
     for earlier, later in zip(states, states[1:], strict=False):
         masks = checkpoint.task_masks(earlier)
@@ -80,7 +69,7 @@ def test_paper_protocol_is_reproducible_and_isolated(synthetic):
 
 def test_paper_protocol_refuses_a_contradicting_setting():
     with pytest.raises(ConfigError, match="eval_head: 'task' contradicts protocol 'paper'"):
-        small(protocol="paper", eval_head="task")
+        small_config(protocol="paper", eval_head="task")
 
 
 def test_validation_split_is_disjoint_stratified_and_fixed(synthetic):
@@ -99,17 +88,17 @@ def test_a_fraction_that_empties_a_side_of_a_class_is_refused(synthetic, fractio
 
 
 def test_validation_metrics_are_recorded_and_isolated(synthetic):
-    results, _ = run_with_states(small(val_fraction=0.2), synthetic)
+    results, _ = run_with_states(small_config(val_fraction=0.2), synthetic)
     for r in results:
         assert len(r.val_acc) == r.task + 1 and r.val_avg_acc == pytest.approx(np.mean(r.val_acc))
     for j in range(3):  # isolation holds on validation too: BWT there is exactly 0
         assert len({r.val_acc[j] for r in results[j:]}) == 1
-    plain, _ = run_with_states(small(), synthetic)
+    plain, _ = run_with_states(small_config(), synthetic)
     assert plain[0].val_acc is None and plain[0].val_avg_acc is None
 
 
 def test_each_task_trains_with_its_own_settings(synthetic):
-    cfg = small(density=(0.1, 0.3, 0.2), update_frequency=(1000, 2, 3), growth=("random", "momentum", "unfired"))
+    cfg = small_config(density=(0.1, 0.3, 0.2), update_frequency=(1000, 2, 3), growth=("random", "momentum", "unfired"))
     results, _ = run_with_states(cfg, synthetic)
     assert [round(r.task_density, 2) for r in results] == [0.1, 0.3, 0.2]
     assert [r.growth for r in results] == ["random", "momentum", "unfired"]
@@ -119,7 +108,7 @@ def test_each_task_trains_with_its_own_settings(synthetic):
 
 
 def test_a_checkpoint_resumes_with_new_settings_for_the_tasks_to_come(synthetic):
-    cfg = small()
+    cfg = small_config()
     _, states = run_with_states(cfg, synthetic)
     changed = dataclasses.replace(cfg, density=0.3, growth="gradient")
     state = checkpoint.check_state(states[0], changed.to_dict())
@@ -136,4 +125,4 @@ def test_a_checkpoint_resumes_with_new_settings_for_the_tasks_to_come(synthetic)
 ])
 def test_bad_schedules_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        small(**overrides)
+        small_config(**overrides)
