@@ -55,7 +55,12 @@ def trainable(config: dict, bench: Benchmark) -> None:
     saved = tune.get_checkpoint()
     if saved is not None:
         with saved.as_directory() as folder:
-            state = checkpoint.load(Path(folder) / CHECKPOINT_FILE, cfg.to_dict())
+            path = Path(folder) / CHECKPOINT_FILE
+            if not path.exists():  # a local --storage that this node does not share (PBT: another member's)
+                raise checkpoint.CheckpointError(
+                    f"{path}: the checkpoint to continue from is not on this node ({node}); on a cluster of several "
+                    f"nodes, --storage must be a folder every node mounts at that path, or s3://, gs://, ...")
+            state = checkpoint.load(path, cfg.to_dict())
     trial_id = tune.get_context().get_trial_id()
     # A checkpoint another trial made (population-based training's exploit): the next task's row names it.
     parent = state.get("trial_id") if state is not None and state.get("trial_id") != trial_id else None
