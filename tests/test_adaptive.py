@@ -192,6 +192,9 @@ def test_a_pbt_run_exploits_exactly_and_its_parquet_holds_each_members_lineage(l
         assert [list(r) for r in run.acc_matrix] == [list(a) for a in chain["acc"]]
         config = RunConfig.from_dict(json.loads(run.config_json)).resolve()
         assert [config.task_value("growth", t) for t in range(3)] == list(chain["growth"])
+        if chain["parent_trial_id"].notna().any():  # rerun alone, the schedule it followed gives the same matrix
+            rerun = continual.run(dataclasses.replace(config, device="cpu"), load_benchmark("digits"))
+            assert [r.acc for r in rerun] == [list(r) for r in run.acc_matrix]
     report = write_report(loaded, tmp_path / "report", [tmp_path / "pbt"]).read_text()
     best = analysis_adaptive.best_member(analysis_adaptive.experiments(loaded)[0])
     assert f"schedule of the best member {best['trial_id']}" in report
