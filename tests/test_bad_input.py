@@ -378,7 +378,7 @@ REPORT = {
     "results missing": ("{tmp}/missing", "no such results directory"),
     "results is a file": ("{text}", "notes.txt: a file, not a results directory"),
     "results hold no cldst results": ("{empty}", "no cldst results"),
-    "results only unreadable files": ("{only_stray}", "1 unreadable file(s) left out"),
+    "results only unreadable files": ("{only_stray}", "found 1 result file(s) under"),
     "out is a file": ("{results} --out {text}", "--out: "),
     "out under a file": ("{results} --out {text}/report", "--out: "),
     "out read-only": ("{results} --out /proc/cldst-report", "--out: /proc/cldst-report: not writable"),
