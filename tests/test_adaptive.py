@@ -220,3 +220,19 @@ def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_
     assert len(keys) == len(set(keys))
     for trial in loaded.runs["trial_id"]:
         assert list(analysis_adaptive.lineage(loaded.tasks, trial)["task"]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--val-fraction", "0"], "--val-fraction: 0 leaves no validation data"),
+    (["--population", "1"], "--population: must be >= 2"),
+    (["--quantile", "0.6"], "--quantile: must be a number in (0, 0.5]"),
+    (["--num-tasks", "1"], "--num-tasks: PBT acts between tasks"),
+    (["--capacity-weight", "nan"], "--capacity-weight: must be a number >= 0"),
+    (["--growth", "random", "--density", "0.2", "--death-rate", "0.5"], "PBT has nothing to explore"),
+])
+def test_bad_options_exit_2_with_one_line_and_write_nothing(options, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        adaptive.main(["--preset", "quick", "--results", str(tmp_path / "out"), *options])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()
