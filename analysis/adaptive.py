@@ -51,8 +51,9 @@ class Adaptive:
     def label(self) -> str:
         """The experiment without its seed: what its seeds are a sample of."""
         fixed = {k: v for k, v in self.spec["fixed"].items() if k != "seed"}
-        return (", ".join(f"{k} {v}" for k, v in sorted(fixed.items())) + f"; population {self.spec['population']}"
-                f", capacity weight {self.spec['capacity_weight']:g}")
+        explored = "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in sorted(self.spec["choices"].items()))
+        return (", ".join(f"{k} {v}" for k, v in sorted(fixed.items())) + f"; {explored}; population "
+                f"{self.spec['population']}, capacity weight {self.spec['capacity_weight']:g}")
 
 
 def experiments(loaded: Loaded) -> list[Adaptive]:
