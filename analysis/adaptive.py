@@ -186,9 +186,12 @@ def settings_figure(exp: Adaptive, path: Path) -> Path | None:
     best = best_member(exp)["trial_id"]
     fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.subplots()
+    levels = np.unique(exp.tasks["density"].dropna())
+    gap = float(np.diff(levels).min()) if len(levels) > 1 else 0.05
     for number, trial in enumerate(sorted(exp.runs["trial_id"])):
         chain = schedule(exp.tasks, trial)
-        jitter = (number - len(exp.runs) / 2) * 0.004  # members on the same density stay visible
+        # members on the same density stay visible, within a third of the gap between density values
+        jitter = (number / max(len(exp.runs) - 1, 1) - 0.5) * gap / 3
         ax.plot(chain["task"], chain["density"] + jitter, color="black" if trial == best else "0.75",
                 lw=2 if trial == best else 0.8, zorder=3 if trial == best else 1)
         ax.scatter(chain["task"], chain["density"] + jitter, c=[GROWTH_COLOURS.get(g, "grey") for g in chain["growth"]],
