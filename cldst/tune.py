@@ -127,7 +127,7 @@ class ParquetCallback(tune.Callback):
     def _io(self, operation, *args):
         try:
             return operation(*args)
-        except (OSError, results.ResultsError) as err:
+        except (OSError, results.ResultsError, lineage.LineageError) as err:  # lineage: a parent's rows gone
             reason = f"{err.strerror or err}" if isinstance(err, OSError) else str(err)
             self.write_error = results.ResultsError(
                 f"cannot write results under {self.experiment_dir} ({reason}); the sweep stopped with every "
@@ -142,13 +142,13 @@ class ParquetCallback(tune.Callback):
         path = results.part_path(self.experiment_dir, "tasks", trial_id)
         if not path.exists():
             return {}
-        return lineage.by_trial(self._io(results.read_part, path, "tasks").to_pylist()).get(trial_id, {})
+        return lineage.by_trial(results.read_part(path, "tasks").to_pylist()).get(trial_id, {})  # _end: under _io
 
     def _end(self, trial: tune.experiment.Trial, error: str | None) -> None:
         """The runs row, from the tasks rows on disk (they survive a driver restart). A trial that continued
         from another's checkpoint (PBT) is summarised by the model it ended with: its lineage's rows, and a
         config whose per-task settings are the ones that model's tasks trained with (an exact rerun)."""
-        rows = lineage.lineage(self._tasks_rows, trial.trial_id)
+        rows = self._io(lineage.lineage, self._tasks_rows, trial.trial_id)
         config = RunConfig.from_dict(trial.config).resolve()
         if len(rows) == config.num_tasks:
             lived = {name: tuple(row[name] for row in rows) for name in PER_TASK_FIELDS}
