@@ -362,8 +362,9 @@ def summarize(exp: Experiment, expected: int) -> int:
         print("top configurations by final validation ACC (test ACC beside it):" if on_val
               else "top configurations by final ACC:")
         for r in top:
-            settings = " ".join(f"{c}={r[c]:.4g}" if isinstance(r[c], float) else f"{c}={r[c]}"
-                                for c in SUMMARY_COLUMNS)
+            # None: a per-task setting that varied over the run's tasks (an adaptive sweep's member)
+            settings = " ".join(f"{c}=varies" if r[c] is None else f"{c}={r[c]:.4g}" if isinstance(r[c], float)
+                                else f"{c}={r[c]}" for c in SUMMARY_COLUMNS)
             val = f"val ACC {r['val_acc']:6.2f}  " if on_val else ""
             print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings}  ({r['trial_id']})")
     if len(runs) < expected:
