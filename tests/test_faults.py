@@ -242,10 +242,10 @@ FAULTY_SWEEP = textwrap.dedent('''
             return trainable(config, bench)
         learn_task = continual.learn_task
 
-        def crash(cfg, model, masking, train, bench, task, *rest):
+        def crash(cfg, model, masking, train, task, *rest):
             if task == 1:
                 raise RuntimeError("simulated crash in task 1")
-            return learn_task(cfg, model, masking, train, bench, task, *rest)
+            return learn_task(cfg, model, masking, train, task, *rest)
 
         continual.learn_task = crash
         try:

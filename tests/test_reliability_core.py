@@ -26,8 +26,9 @@ WRITER = textwrap.dedent("""
     config = RunConfig(benchmark="digits").resolve().to_dict()
     common = results.common_columns(config, "exp", "t1", "node")
     rows = [{**common, "status": "ok", "error": None, "tasks_done": 5, "acc_matrix": [[1.0] * 50] * 50,
-             "acc": 1.0, "bwt": 0.0, "fwt": 0.0, "incremental_acc": [1.0] * 50, "total_seconds": 1.0,
-             "created_at": results.now()} for _ in range(int(sys.argv[2]))]
+             "acc": 1.0, "bwt": 0.0, "fwt": 0.0, "incremental_acc": [1.0] * 50, "val_acc": None,
+             "val_acc_matrix": None, "total_seconds": 1.0, "created_at": results.now()}
+            for _ in range(int(sys.argv[2]))]
     print("ready", flush=True)
     while True:
         results.write_part(sys.argv[1], "runs", "t1", rows)
@@ -55,7 +56,7 @@ def test_disk_full_mid_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatc
     config = RunConfig(benchmark="digits").resolve().to_dict()
     row = {**results.common_columns(config, "exp", "t1", "node"), "status": "ok", "error": None, "tasks_done": 1,
            "acc_matrix": [[50.0]], "acc": 50.0, "bwt": 0.0, "fwt": None, "incremental_acc": [50.0],
-           "total_seconds": 1.0, "created_at": results.now()}
+           "val_acc": None, "val_acc_matrix": None, "total_seconds": 1.0, "created_at": results.now()}
     results.write_part(tmp_path, "runs", "t1", [row])
 
     def full_disk(table, where, **kwargs):
