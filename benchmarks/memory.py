@@ -74,13 +74,14 @@ def in_fresh_process(*args: object) -> int:
 
 
 def row(net: str, state: str, parts: dict[str, int], tasks: int, maskable: int, peak: int, idle: int,
-        dense_model: int, owned: int = 0, saved: int = 0) -> Record:
+        dense_model: int, owned: int = 0, saved: int | None = None) -> Record:
     total = sum(parts.values())
     between = parts["weights"] + parts["task masks"] + owned  # what a trial holds between tasks
     return {"net": net, "state": state, **{f"{k} MB": v / MB for k, v in parts.items()},
             "mask bytes/weight/task": parts["task masks"] / (maskable * tasks) if tasks else 0.0,
             "state MB": total / MB, "state / dense model": total / dense_model,
-            "between tasks / dense model": between / dense_model, "checkpoint MB": saved / MB,
+            "between tasks / dense model": between / dense_model,
+            "checkpoint MB": "-" if saved is None else saved / MB,  # a dense row has no task checkpoint
             "measured peak MB": peak / MB, "peak above idle MB": (peak - idle) / MB}
 
 
