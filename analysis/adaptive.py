@@ -10,11 +10,13 @@ validation fraction and seed; settings within the values PBT explored) that the 
 (a) the configuration with the best final validation ACC, (b) first-task tuning: the configuration with
 the best validation ACC after task 0, kept for every task. A tie at the top (digits' first task is often
 100% on validation) counts as the mean of the tied runs: the expected result of picking one at random.
-Test ACC is reported beside each choice, never used to make it.
+Test ACC is reported beside each choice, never used to make it. `comparisons()` pairs the methods by seed
+(and capacity weights against each other); the report tests them with the rest of its family (analysis/stats.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +26,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis import stats
 from analysis.data import Loaded, ok_runs
 from analysis.figures import GROWTH_COLOURS, save
+from analysis.findings import COLUMNS, CONTEXT, detectable, evidence
+from analysis.tables import markdown
 from cldst import lineage as lineage_of
 from cldst.config import PER_TASK_FIELDS
 
@@ -48,12 +53,17 @@ class Adaptive:
         return int(self.spec["fixed"]["seed"])
 
     @property
-    def label(self) -> str:
-        """The experiment without its seed: what its seeds are a sample of."""
+    def setting(self) -> str:
+        """The experiment without its seed and capacity weight: what runs at several weights share."""
         fixed = {k: v for k, v in self.spec["fixed"].items() if k != "seed"}
         explored = "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in sorted(self.spec["choices"].items()))
-        return (", ".join(f"{k} {v}" for k, v in sorted(fixed.items())) + f"; {explored}; population "
-                f"{self.spec['population']}, capacity weight {self.spec['capacity_weight']:g}")
+        return ", ".join(f"{k} {v}" for k, v in sorted(fixed.items())) + f"; {explored}; population " \
+            f"{self.spec['population']}"
+
+    @property
+    def label(self) -> str:
+        """The experiment without its seed: what its seeds are a sample of."""
+        return f"{self.setting}, capacity weight {self.spec['capacity_weight']:g}"
 
 
 def experiments(loaded: Loaded) -> list[Adaptive]:
@@ -129,7 +139,11 @@ def compare(loaded: Loaded) -> pd.DataFrame:
             continue
         best = best_member(exp)
         num_tasks = int(best["num_tasks"])
-        row = {"experiment": exp.experiment, "label": exp.label, "seed": exp.seed, "member": best["trial_id"],
+        update_frequency = exp.spec["choices"].get("update_frequency", [])
+        row = {"experiment": exp.experiment, "label": exp.label, "setting": exp.setting,
+               "capacity_weight": float(exp.spec["capacity_weight"]), "seed": exp.seed, "member": best["trial_id"],
+               **{k: best[k] for k in CONTEXT if k != "update_frequency"},
+               "update_frequency": update_frequency[0] if len(update_frequency) == 1 else None,
                "pbt_tasks": exp.spec["population"] * num_tasks}
         row["pbt_val"], row["pbt_acc"], row["pbt_tied"] = _tied_mean(exp.runs, exp.runs["val_acc"])
         static = static_runs(loaded, exp)
@@ -157,24 +171,40 @@ def summary(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def verdicts(table: pd.DataFrame) -> list[str]:
-    """PBT against each baseline on test ACC, with findings.NOISE_RULE: real only above the largest seed std."""
+def comparisons(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Seed-paired comparisons on test ACC (findings.COLUMNS, unadjusted; topic "adaptive", a - b): per adaptive
+    setting, PBT against (a) and against (b); per setting run at several capacity weights, each pair of weights."""
+    rows = []
+    if comparison.empty:
+        return pd.DataFrame(rows, columns=COLUMNS)
+    for label, seeds in comparison.groupby("label", sort=True):
+        context = {**seeds.iloc[0][CONTEXT].to_dict(), "panel": label, "topic": "adaptive", "sparse_init": ""}
+        by_seed = seeds.set_index("seed")
+        for method, prefix in zip(METHODS[1:], ("a", "b"), strict=True):
+            if f"{prefix}_acc" in by_seed:
+                rows.append({**context, "a": METHODS[0], "b": method,
+                             **stats.compare(by_seed["pbt_acc"], by_seed[f"{prefix}_acc"])})
+    for setting, runs in comparison.groupby("setting", sort=True):
+        context = {**runs.iloc[0][CONTEXT].to_dict(), "panel": setting, "topic": "adaptive", "sparse_init": ""}
+        by_weight = {w: part.set_index("seed")["pbt_acc"] for w, part in runs.groupby("capacity_weight")}
+        for low, high in itertools.combinations(sorted(by_weight), 2):
+            rows.append({**context, "a": f"PBT, capacity weight {high:g}", "b": f"PBT, capacity weight {low:g}",
+                         **stats.compare(by_weight[high], by_weight[low])})
+    return pd.DataFrame(rows).reindex(columns=[c for c in COLUMNS if c not in ("p_adjusted", "mde", "verdict")])
+
+
+def verdict_lines(rows: pd.DataFrame) -> list[str]:
+    """One line per adjusted adaptive comparison (`stats.family` over the report's family)."""
     lines = []
-    for setting, rows in table.groupby("setting", sort=True):
-        pbt = rows[rows["method"] == METHODS[0]]
-        for _, other in rows[rows["method"] != METHODS[0]].iterrows():
-            if pbt.empty:
-                continue
-            mine = pbt.iloc[0]
-            margin, spread = mine["test ACC"] - other["test ACC"], max(mine["test std"], other["test std"])
-            if min(mine["seeds"], other["seeds"]) < 2 or pd.isna(spread):
-                verdict = "spread unknown (a single seed)"
-            elif abs(margin) > spread:
-                verdict = "real" + (": PBT better" if margin > 0 else ": PBT worse")
-            else:
-                verdict = "within noise"
-            lines.append(f"{setting}: PBT {margin:+.2f} test ACC points against {other['method']} "
-                         f"(largest seed std {spread:.2f}): {verdict}")
+    for _, row in rows.iterrows():
+        if row["n_pairs"] == 0:
+            continue
+        line = f"{row['panel']}: {row['a']} - {row['b']} = {row['diff']:+.2f} test ACC points ({evidence(row)}): "
+        if row["verdict"] == stats.REAL:
+            line += f"real, {row['a']} {'better' if row['diff'] > 0 else 'worse'}"
+        else:
+            line += f"{row['verdict']}{detectable(row)}"
+        lines.append(line)
     return lines
 
 
@@ -206,14 +236,13 @@ def settings_figure(exp: Adaptive, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def sections(loaded: Loaded, out: Path, progress: Callable[[str], None] = lambda _line: None) -> list[str]:
-    """The report's adaptive section (empty when no adaptive experiment was loaded)."""
+def sections(loaded: Loaded, out: Path, verdicts: pd.DataFrame,
+             progress: Callable[[str], None] = lambda _line: None) -> list[str]:
+    """The report's adaptive section (empty when no adaptive experiment was loaded); `verdicts`: the adjusted
+    rows of `comparisons`."""
     found = [exp for exp in experiments(loaded) if not exp.runs.empty]
     if not found:
         return []
-    from analysis.findings import NOISE_RULE
-    from analysis.tables import markdown
-
     comparison = compare(loaded)
     table = summary(comparison)
     lines = ["## Adaptive DST (population-based training)", "",
@@ -224,8 +253,9 @@ def sections(loaded: Loaded, out: Path, progress: Callable[[str], None] = lambda
              "configuration's first task, then the kept one's remaining tasks.", ""]
     if not table.empty:
         lines += [markdown(table.round(2)), ""]
-        lines += [f"- {line}" for line in verdicts(table)] + ["", f"Noise rule: {NOISE_RULE}", ""]
-    lines += ["Per seed:", "", markdown(comparison.drop(columns="label").round(2)), ""]
+        lines += ["Seed-paired on test ACC (the same seed's choices; see Findings for the test and the correction):",
+                  "", *[f"- {line}" for line in verdict_lines(verdicts)], ""]
+    lines += ["Per seed:", "", markdown(comparison.drop(columns=["label", "setting", *CONTEXT]).round(2)), ""]
     for exp in found:
         best = best_member(exp)
         chain = schedule(exp.tasks, best["trial_id"])

@@ -150,3 +150,48 @@ def capacity_over_tasks(tasks: pd.DataFrame, runs: pd.DataFrame, table: pd.DataF
                       {"capacity_used": "capacity used (fraction)", "reused_fraction": "reused fraction"},
                       "How the backbone fills up: weights owned by any task, and share of each new mask "
                       "reused from earlier tasks", path)
+
+
+def comparisons(rows: pd.DataFrame, path: Path) -> Path | None:
+    """Forest plot of the report's comparisons (adjusted `findings.COLUMNS` rows): the mean seed-paired
+    difference a - b with its 95% CI, the panels stacked in the report's order, each as tall as its
+    comparisons (a tall figure reads as a list; the paper grid's 234 per benchmark stay legible).
+    Filled: real; hollow: not established; cross: no test (one seed, no interval)."""
+    rows = rows[rows["n_pairs"] > 0]
+    if rows.empty:
+        return None
+    groups = list(rows.groupby("panel", sort=False))
+    heights = [len(part) + 4 for _panel, part in groups]  # + room for the title and the axis
+    fig = Figure(figsize=(7.5, 0.2 * sum(heights) + 0.6), layout="constrained")
+    axes = fig.subplots(len(groups), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, (panel, part) in zip(axes, groups, strict=True):
+        _forest(ax, part.iloc[::-1])  # first comparison at the top
+        ax.set_title(wrap(panel, 90), fontsize=8)
+    fig.suptitle("Seed-paired differences in final ACC (points), 95% CI; filled = real after Holm", fontsize=10)
+    return save(fig, path)
+
+
+def _forest(ax: Axes, rows: pd.DataFrame) -> None:
+    """One line per comparison, its label "density init: a - b" (the parts that apply)."""
+    y = np.arange(len(rows))
+    real = (rows["verdict"] == "real").to_numpy()
+    tested = rows["ci_low"].notna().to_numpy()
+    diff = rows["diff"].to_numpy()
+    ax.errorbar(diff[tested], y[tested], xerr=[diff[tested] - rows["ci_low"].to_numpy()[tested],
+                                               rows["ci_high"].to_numpy()[tested] - diff[tested]],
+                fmt="none", ecolor="0.35", elinewidth=1, capsize=2)
+    ax.scatter(diff[real], y[real], color="tab:red", zorder=3, s=18, label="real")
+    ax.scatter(diff[tested & ~real], y[tested & ~real], facecolors="white", edgecolors="0.2", zorder=3, s=18,
+               label="not established")
+    ax.scatter(diff[~tested], y[~tested], marker="x", color="0.5", zorder=3, s=18, label="no test")
+    labels = []
+    for row in rows.itertuples():
+        where = " ".join(str(part) for part in ("" if pd.isna(row.density) else f"{row.density:g}",
+                                                row.sparse_init) if part)
+        labels.append(f"{where + ': ' if where else ''}{row.a} - {row.b}")
+    ax.set_yticks(y, labels=labels, fontsize=7)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("a - b (ACC points)", fontsize=8)

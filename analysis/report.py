@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import adaptive, figures, search, tables
+from analysis import adaptive, figures, findings, search, stats, tables
 from analysis.data import STATUSES, Loaded, load_all
-from analysis.findings import NOISE_RULE, Best, Finding, best_configs, findings
+from analysis.findings import Best, Finding
 from cldst.results import ResultsError, check_writable
 
 USAGE_ERROR = 2
@@ -87,19 +87,30 @@ def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
     table = tables.summary(static.runs)
     for path in tables.write_tables(table, out / "tables"):
         progress(f"wrote {path.relative_to(out)}")
-    found = findings(static.runs, table)
-    bests = best_configs(static.runs, table)
-    drawn = _figures(static, table, bests, out, progress)
-    sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found),
+    rows = verdicts(static, loaded, table)
+    rows.to_csv(out / "tables" / "findings.csv", index=False)
+    progress("wrote tables/findings.csv")
+    found = findings.sentences(rows, table, static.runs)
+    bests = findings.best_configs(static.runs, table)
+    drawn = _figures(static, table, bests, rows, out, progress)
+    sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found, rows),
                 _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress),
-                *adaptive.sections(loaded, out, progress)]
+                *adaptive.sections(loaded, out, rows[rows["topic"] == "adaptive"], progress)]
     report = out / "report.md"
     report.write_text("\n\n".join(sections) + "\n")
     progress(f"wrote {report.relative_to(out)}")
     return report
 
 
-def _figures(loaded: Loaded, table: pd.DataFrame, bests: list[Best], out: Path,
+def verdicts(static: Loaded, loaded: Loaded, table: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison the report makes (init, growth, adaptive), adjusted as one family: findings.COLUMNS."""
+    grid = findings.comparisons(static.runs, table)
+    pbt = adaptive.comparisons(adaptive.compare(loaded))
+    rows = pd.concat([grid, pbt], ignore_index=True) if not pbt.empty else grid
+    return stats.family(rows)[findings.COLUMNS]
+
+
+def _figures(loaded: Loaded, table: pd.DataFrame, bests: list[Best], rows: pd.DataFrame, out: Path,
              progress: Callable[[str], None]) -> list[tuple[str, Path | None]]:
     """(caption, path or None when there was nothing to draw) per figure."""
     folder = out / "figures"
@@ -113,6 +124,9 @@ def _figures(loaded: Loaded, table: pd.DataFrame, bests: list[Best], out: Path,
         ("Capacity used (weights owned by any task) and reused fraction (share of a new task's mask already "
          "owned by earlier tasks) as tasks are learned.",
          lambda: figures.capacity_over_tasks(loaded.tasks, loaded.runs, table, folder / "capacity_over_tasks.png")),
+        ("Every comparison of Findings: the mean seed-paired difference a - b with its 95% CI, a panel per split "
+         "(and per adaptive setting); filled: real after Holm, hollow: not established, cross: no test (one seed).",
+         lambda: figures.comparisons(rows, folder / "comparisons.png")),
     ]
     drawn = []
     for caption, draw in plan:
@@ -167,7 +181,8 @@ def _describe(row: pd.Series) -> str:
 def _results(table: pd.DataFrame) -> str:
     lines = ["## Final ACC and BWT over seeds", "",
              "Mean ± sample std (ddof=1) over the `ok` runs of each configuration; `–` where a single run "
-             "gives no spread. FWT is the reference's forward transfer. CSV: `tables/summary.csv`.", "",
+             "gives no spread. FWT is the reference's forward transfer. CSV: `tables/summary.csv`, which adds the "
+             "95% t-interval of each mean test ACC over its seeds.", "",
              tables.summary_markdown(table), "", "## The paper's comparison: final ACC (%)", "",
              "Rows init x growth, columns density; one table per task split. CSV: `tables/comparison_*.csv`."]
     for title, slug, rows in tables.panels(table):
@@ -176,8 +191,15 @@ def _results(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _findings(found: list[Finding]) -> str:
-    lines = ["## Findings", "", f"How margins are judged: {NOISE_RULE}"]
+def _findings(found: list[Finding], rows: pd.DataFrame) -> str:
+    tested = int(rows["p_value"].notna().sum())
+    lines = ["## Findings", "",
+             f"Every \"beats\" and \"wins\" below is a seed-paired test (README, \"Analysis\"): the paired t-test of "
+             f"the per-seed differences in final test ACC, its 95% CI, and Holm's correction over all {tested} tested "
+             f"comparisons of this report ({stats.REAL} only where the adjusted p < {stats.ALPHA:g}; otherwise "
+             f"\"cannot be told apart\", with the difference that would have been found). Init comparisons pair "
+             "runs on (seed, growth criterion) and average within each seed. One row per comparison: "
+             "`tables/findings.csv`."]
     panel = None
     for finding in found:
         if finding.panel != panel:
@@ -206,15 +228,24 @@ def _best(bests: list[Best]) -> str:
     for best in bests:
         config = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.config.items())
         run = best.run
+        interval = (f"; 95% CI {best.acc_ci[0]:.2f} to {best.acc_ci[1]:.2f}" if not pd.isna(best.acc_ci[0])
+                    else "; no interval from one run")
         if best.on_validation:
             chosen = [f"- chosen on final validation ACC {tables.mean_std(best.val_mean, best.val_std)}; its "
-                      f"final test ACC {tables.mean_std(best.acc_mean, best.acc_std)} over {best.n_ok} run(s)"]
+                      f"final test ACC {tables.mean_std(best.acc_mean, best.acc_std)} over {best.n_ok} run(s)"
+                      f"{interval}"]
             seed = f"val ACC {run['val_acc']:.2f}, test ACC {run['acc']:.2f}"
+            metric = "validation ACC"
         else:
             chosen = ["- **chosen on test ACC: these runs held no validation split (--val-fraction 0), so this "
                       "choice is optimistically biased**",
-                      f"- final ACC {tables.mean_std(best.acc_mean, best.acc_std)} over {best.n_ok} run(s)"]
+                      f"- final ACC {tables.mean_std(best.acc_mean, best.acc_std)} over {best.n_ok} run(s){interval}"]
             seed = f"ACC {run['acc']:.2f}"
+            metric = "test ACC"
+        if best.compared:
+            untold = ", ".join(best.untold) if best.untold else "none"
+            chosen.append(f"- cannot be told apart from it on {metric} (seed-paired, Holm over its {best.compared} "
+                          f"comparisons): {untold}")
         lines += ["", f"### {best.panel}", "", f"- {config}", *chosen,
                   f"- best seed {run['seed']} (trial `{run['trial_id']}`, experiment `{run['experiment']}`): "
                   f"{seed}, BWT {run['bwt']:.2f}", "", "```", str(run["command"]), "```"]

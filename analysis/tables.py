@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import stats
 from analysis.data import STATUSES, ok_runs, settings
 
 # The issue's grouping; a setting outside it joins the key only where it varies among runs that
@@ -46,7 +47,8 @@ def table_keys(table: pd.DataFrame) -> list[str]:
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: its keys, trial counts by status, and mean/std of each metric."""
+    """One row per configuration: its keys, trial counts by status, mean/std of each metric, and the 95%
+    t-interval of the mean test ACC over seeds (acc_ci_low, acc_ci_high; NaN for one run)."""
     keys = group_keys(runs)
     ok = runs.index.isin(ok_runs(runs).index)
     work = runs[keys].copy()
@@ -62,6 +64,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     table = work.groupby(keys, dropna=False, sort=True).agg(**aggs).reset_index()
     table.insert(keys.index("classes_per_task") + 1, "split",
                  table["num_tasks"].astype(str) + "x" + table["classes_per_task"].astype(str))
+    table["acc_ci_low"], table["acc_ci_high"] = stats.t_interval(table["acc_mean"], table["acc_std"], table["n_ok"])
     return table
 
 
@@ -114,7 +117,7 @@ def comparison_markdown(rows: pd.DataFrame) -> str:
 
 def summary_markdown(table: pd.DataFrame) -> str:
     shown = table.drop(columns=["num_tasks", "classes_per_task"]
-                       + [c for c in table.columns if c.endswith(("_mean", "_std"))])
+                       + [c for c in table.columns if c.endswith(("_mean", "_std", "_ci_low", "_ci_high"))])
     for metric in METRICS if has_validation(table) else METRICS[:-1]:
         shown[metric.upper().replace("VAL_ACC", "val ACC")] = [
             mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"], strict=True)]

@@ -6,26 +6,30 @@ per seed (GRID), a failed, a stopped and a still-running trial, and an Optuna se
 
 from __future__ import annotations
 
+import itertools
+import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.stats
 from analysis_fixture import GRID, SEARCH, Writer, build_grid, build_search, config
 
 import analysis
-from analysis import search, tables
-from analysis.findings import best_configs, findings, verdict
+from analysis import search, stats, tables
+from analysis.findings import best_configs, comparisons, sentences
 from analysis.report import default_out, main
 
 REPO = Path(__file__).resolve().parents[1]
 
 FIGURES = ["acc_vs_density.png", "accuracy_matrix.png", "avg_acc_over_tasks.png", "capacity_over_tasks.png",
-           "search_history_search.png", "param_importance_search.png"]
+           "search_history_search.png", "param_importance_search.png", "comparisons.png"]
 PANEL_5X2 = "digits · mlp · 5 tasks x 2 classes · update every 10 · protocol clean"
 PANEL_2X5 = "digits · mlp · 2 tasks x 5 classes · update every 10 · protocol clean"
 # Runs the report with torch and ray impossible to import: any attempt raises ImportError.
@@ -118,31 +122,64 @@ def test_comparison_table_is_the_papers_layout(results: Path) -> None:
     assert wide.loc[("uniform", "random"), "acc_std@0.2"] == pytest.approx(8**0.5)
 
 
+def adjusted(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    return stats.family(comparisons(runs, table))
+
+
 def texts(found: list, panel: str, topic: str) -> list[str]:
     return [f.text for f in found if f.panel == panel and f.topic == topic]
 
 
-def test_findings_follow_the_numbers(results: Path) -> None:
+def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None:
+    """The fixture by hand: per-seed differences, then scipy's one-sample t-test on them; Holm over the 6 tested."""
     runs, table = grid_summary(results)
-    found = findings(runs, table)
-    assert texts(found, PANEL_5X2, "init") == [
-        "At density 0.1, ERK initialisation beats uniform by 11.00 points of final ACC (84.00 vs 73.00, mean over "
-        "the growth criteria momentum, random; ERK is ahead with 2 of 2): larger than the seed spread (2.00).",
-        "At density 0.2, ERK initialisation beats uniform by 0.50 points of final ACC (91.50 vs 91.00, mean over "
-        "the growth criteria momentum, random; ERK is ahead with 1 of 2): within noise (seed spread 2.83)."]
-    assert texts(found, PANEL_5X2, "growth") == [
-        "With ERK initialisation at density 0.1, momentum growth wins: 86.00 ± 1.00 (n=3) vs 82.00 ± 2.00 (n=3) "
-        "for random, 4.00 points ahead: larger than the seed spread (2.00).",
-        "With uniform initialisation at density 0.1, momentum growth wins: 75.00 ± 1.00 (n=3) vs 71.00 ± 1.00 "
-        "(n=3) for random, 4.00 points ahead: larger than the seed spread (1.00).",
-        "With ERK initialisation at density 0.2, momentum growth wins: 92.00 ± 0.71 (n=2) vs 91.00 ± 1.41 (n=2) "
-        "for random, 1.00 points ahead: within noise (seed spread 1.41).",
-        "With uniform initialisation at density 0.2, momentum growth wins: 92.00 ± 1.41 (n=2) vs 90.00 ± 2.83 "
-        "(n=2) for random, 2.00 points ahead: within noise (seed spread 2.83)."]
+    rows = adjusted(runs, table).set_index(["num_tasks", "topic", "density", "sparse_init"])
+    per_seed = {  # ERK - uniform, averaged over random and momentum within each seed; momentum - random
+        (5, "init", 0.1, ""): [(10 + 11) / 2, (11 + 11) / 2, (12 + 11) / 2],
+        (5, "growth", 0.1, "ERK"): [5.0, 4.0, 3.0],
+        (5, "init", 0.2, ""): [(2 + 0.5) / 2, (0 - 0.5) / 2],
+        (5, "growth", 0.2, "ERK"): [1.5, 0.5],  # seed 2 of ERK/momentum is still running: no pair
+        (5, "growth", 0.2, "uniform"): [3.0, 1.0]}
+    for key, diffs in per_seed.items():
+        row = rows.loc[key]
+        expected = scipy.stats.ttest_1samp(diffs, 0.0)
+        assert (row["n_pairs"], row["diff"]) == (len(diffs), pytest.approx(statistics.mean(diffs))), key
+        assert row["p_value"] == pytest.approx(expected.pvalue), key
+        low, high = expected.confidence_interval(0.95)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high)), key
+    assert rows.loc[(5, "init", 0.1, ""), "n_run_pairs"] == 6
+    assert rows.loc[(5, "growth", 0.2, "ERK"), "n_unmatched"] == 0  # the running trial is not an ok run
+    # momentum - random is 4 on every uniform seed: no spread, so the exact sign-flip p of 3 agreeing signs
+    assert rows.loc[(5, "growth", 0.1, "uniform"), "p_value"] == 0.25
+    assert rows.loc[(2, "init", 0.1, ""), "verdict"] == stats.NO_TEST  # one seed
+    tested = rows["p_value"].dropna().sort_values()
+    assert len(tested) == 6
+    assert rows.loc[(5, "init", 0.1, ""), "p_adjusted"] == pytest.approx(6 * tested.iloc[0])
+    assert rows.loc[(5, "growth", 0.1, "ERK"), "p_adjusted"] == pytest.approx(5 * tested.iloc[1])
+    assert rows.loc[rows["verdict"] == stats.REAL].index.tolist() == [(5, "init", 0.1, "")]
+
+
+def test_findings_follow_the_tests(results: Path) -> None:
+    runs, table = grid_summary(results)
+    found = sentences(adjusted(runs, table), table, runs)
+    init = texts(found, PANEL_5X2, "init")
+    assert init[0] == ("At density 0.1, ERK initialisation beats uniform by 11.00 points (95% CI 9.76 to 12.24, "
+                       "3 seeds (6 run pairs), Holm-adjusted p = 0.004).")
+    assert init[1].startswith("At density 0.2, ERK and uniform initialisation cannot be told apart: ERK - uniform = "
+                              "+0.50 points (95% CI ")
+    assert "with 80% power" in init[1]
+    growth = texts(found, PANEL_5X2, "growth")
+    assert growth[0].startswith("With ERK initialisation at density 0.1, no growth criterion wins: momentum 86.00, "
+                                "random 82.00 cannot be told apart (closest call momentum - random = +4.00 points, "
+                                "95% CI 1.52 to 6.48, 3 seeds, Holm-adjusted p = 0.101")
+    assert all("no growth criterion wins" in text for text in growth)
     assert texts(found, PANEL_2X5, "init") == [
-        "At density 0.1, ERK initialisation beats uniform by 2.00 points of final ACC (95.00 vs 93.00, with random "
-        "growth): the seed spread is unknown (single seed), so this may be noise."]
-    assert texts(found, PANEL_2X5, "growth") == []  # one growth criterion: nothing to rank
+        "At density 0.1, ERK and uniform initialisation cannot be told apart: ERK - uniform = +2.00 points (1 seed: "
+        "one pair gives no spread, so no test)."]
+    assert texts(found, PANEL_2X5, "growth") == []  # one growth criterion: nothing to compare
+    (power,) = texts(found, PANEL_5X2, "power")
+    assert power.startswith("To find a 1-point difference with 80% power after Holm over this report's 6 tested "
+                            "comparisons: growth comparisons (paired spread ")
     assert texts(found, PANEL_5X2, "bwt") == [
         "Backward transfer ranges from -1.50 to 0.00 points over 20 finished runs; 3 of them lost accuracy on "
         "earlier tasks (BWT < 0), which parameter isolation should prevent."]
@@ -150,24 +187,34 @@ def test_findings_follow_the_numbers(results: Path) -> None:
         "Backward transfer is 0.00 in all 2 finished runs: no forgetting, as parameter isolation promises."]
 
 
+def test_a_growth_criterion_wins_only_when_all_its_comparisons_are_real(tmp_path: Path) -> None:
+    writer = Writer(tmp_path, "growth")
+    noise = iter(np.random.default_rng(0).normal(0.0, 0.3, size=18))
+    for seed in range(6):
+        offset = [0.0, 3.0, -2.0, 1.0, -1.0, 2.5][seed]  # shared by every criterion of that seed
+        for growth, effect in (("momentum", 6.0), ("random", 0.0), ("gradient", 0.0)):
+            writer.trial(config(growth=growth, seed=seed), 80.0 + offset + effect + next(noise))
+    runs = analysis.load(tmp_path)
+    table = tables.summary(runs)
+    found = sentences(adjusted(runs, table), table, runs)
+    (growth,) = [f for f in found if f.topic == "growth"]
+    assert growth.winner == "momentum" and growth.verdict == stats.REAL
+    assert growth.text.startswith("With ERK initialisation at density 0.1, momentum growth wins (")
+    assert "ahead of gradient by" in growth.text and "ahead of random by" in growth.text
+
+
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
     build_grid(tmp_path, flip=True)
     runs, table = grid_summary(tmp_path)
-    found = findings(runs, table)
+    rows = adjusted(runs, table)
+    found = sentences(rows, table, runs)
     init = [f for f in found if f.panel == PANEL_5X2 and f.topic == "init"]
-    assert [(f.winner, f.verdict) for f in init] == [("uniform", "real"), ("uniform", "within noise")]
+    assert [(f.winner, f.verdict) for f in init] == [("uniform", stats.REAL), (None, stats.NOT_ESTABLISHED)]
     assert init[0].text.startswith("At density 0.1, uniform initialisation beats ERK by 11.00 points")
-    growth = [f for f in found if f.panel == PANEL_5X2 and f.topic == "growth"]
-    assert [f.winner for f in growth] == ["random"] * 4
-    assert growth[0].text.startswith("With ERK initialisation at density 0.1, random growth wins: 75.00 ± 1.00")
+    growth = rows[(rows["topic"] == "growth") & (rows["num_tasks"] == 5)]
+    assert set(growth["a"]) == {"random"}  # the leader of each pair is named first
     best = {b.panel: b for b in best_configs(runs, table)}[PANEL_5X2]
     assert (best.config["sparse_init"], best.config["growth"], best.run["seed"]) == ("uniform", "random", 1)
-
-
-def test_noise_rule() -> None:
-    assert verdict(2.5, [1.0, 2.0])[0] == "real"
-    assert verdict(2.0, [1.0, 2.0])[0] == "within noise"  # must exceed the spread, not equal it
-    assert verdict(9.0, [1.0, float("nan")])[0] == "spread unknown"
 
 
 def test_report_runs_without_torch_and_writes_everything(results: Path, report_run) -> None:
@@ -184,11 +231,14 @@ def test_report_runs_without_torch_and_writes_everything(results: Path, report_r
     assert "Trials: 31 (27 ok, 2 error, 1 stopped, 1 running)" in text
     assert "| grid | grid_022 | error |" in text and "RuntimeError: boom" in text
     assert "| grid | grid_024 | running |" in text and "2 of 5" in text
-    assert "At density 0.1, ERK initialisation beats uniform by 11.00 points" in text
-    assert "larger than the largest seed-to-seed standard deviation" in text
+    assert "At density 0.1, ERK initialisation beats uniform by 11.00 points (95% CI 9.76 to 12.24" in text
+    assert "Holm's correction over all 6 tested comparisons" in text
     best_5x2 = text.split(f"### {PANEL_5X2}")[-1]  # the last section of that panel is its best configuration
     assert "**chosen on test ACC: these runs held no validation split" in best_5x2
-    assert "final ACC 92.00 ± 0.71 over 2 run(s)\n- best seed 1" in best_5x2
+    # 91.5 and 92.5: mean 92, std 0.71, t(1) 12.706 x 0.5; the other 7 configurations of the panel are untested
+    assert "final ACC 92.00 ± 0.71 over 2 run(s); 95% CI 85.65 to 98.35\n" in best_5x2
+    assert "Holm over its 7 comparisons): uniform/momentum density 0.2, ERK/random density 0.2, " in best_5x2
+    assert "density 0.1\n- best seed 1" in best_5x2
     assert "**This search selected on test ACC (no validation split)" in text
     assert "cldst train --dataset digits --net mlp --num-classes 10 --num-tasks 5 --num-classes-per-task 2 " \
            "--sparse-init ERK --prune magnitude --growth momentum --density 0.2" in best_5x2
@@ -205,9 +255,22 @@ def test_report_tables_on_disk(results: Path, report_run) -> None:
     assert "| digits | mlp | clean | 2x5 | 10 | 0.1 | ERK | random | 1 | 0 | 0 | 0 | 95.00 ± – |" in \
         (folder / "summary.md").read_text()
     assert "val ACC" not in (folder / "summary.md").read_text()  # no run held a validation split
+    found = pd.read_csv(folder / "findings.csv")
+    assert list(found.columns[:19]) == [
+        "benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency", "topic", "density",
+        "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "mde", "verdict"]
+    assert found["verdict"].value_counts().to_dict() == {"not established": 5, "no test": 3, "real": 1}
+    assert summary_ci(csv) == pytest.approx((90.0 - 12.7062 * 2, 90.0 + 12.7062 * 2), abs=1e-3)
     for slug in ("digits_mlp_5x2_uf10_clean", "digits_mlp_2x5_uf10_clean", "synthetic_mlp_5x2_uf5_clean"):
         assert (folder / f"comparison_{slug}.csv").stat().st_size > 0
         assert (folder / f"comparison_{slug}.md").stat().st_size > 0
+
+
+def summary_ci(csv: pd.DataFrame) -> tuple[float, float]:
+    """The 95% interval of uniform/random at density 0.2 (ACC 88 and 92: mean 90, std 2.83, t(1) 12.706)."""
+    row = csv[(csv["split"] == "5x2") & (csv["density"] == 0.2) & (csv["sparse_init"] == "uniform")
+              & (csv["growth"] == "random") & (csv["benchmark"] == "digits")].iloc[0]
+    return row["acc_ci_low"], row["acc_ci_high"]
 
 
 @pytest.mark.parametrize("argv", [["{missing}"], ["{empty}"], ["{no_results}"], ["{grid}", "--bogus"], []])
@@ -300,7 +363,11 @@ def test_the_best_configuration_is_chosen_on_validation_with_test_beside_it(tmp_
     assert "| ERK | momentum | 90.50 ± 0.71 (n=2; val 80.50 ± 0.71) |" in tables.comparison_markdown(table)
     assert main([str(tmp_path)]) == 0
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "- chosen on final validation ACC 87.50 ± 0.71; its final test ACC 85.50 ± 0.71 over 2 run(s)" in text
+    assert ("- chosen on final validation ACC 87.50 ± 0.71; its final test ACC 85.50 ± 0.71 over 2 run(s); 95% CI "
+            "79.15 to 91.85") in text
+    # validation 88, 87 against 80, 81: paired differences 8 and 6, t-test p = 0.09 on one degree of freedom
+    assert "cannot be told apart from it on validation ACC (seed-paired, Holm over its 1 comparisons): " \
+           "ERK/momentum density 0.1" in text
     assert "val ACC 88.00, test ACC 85.00" in text and "chosen on test ACC" not in text
     assert "| val ACC |" in (tmp_path / "report" / "tables" / "summary.md").read_text().splitlines()[0]
 
@@ -336,3 +403,65 @@ def test_a_design_version_1_folder_gives_a_report(tmp_path: Path, kinds: tuple[s
     assert "protocol unrecorded" in text and "**chosen on test ACC" in text
     assert "final ACC 80.50 ± 0.71 over 2 run(s)" in text
     assert "| v1 | v1_002 | stopped | digits mlp 5x2 ERK/random density 0.1 seed 2 | " in text
+
+
+def test_a_folder_with_known_effects_gives_exactly_the_expected_real_verdicts(tmp_path: Path) -> None:
+    """8 seeds with shared offsets; true effects: ERK +4 at density 0.1 only, momentum +5 over random and gradient
+    everywhere, random = gradient. Written through cldst.results, read back by the report."""
+    rng = np.random.default_rng(3)
+    writer = Writer(tmp_path, "known")
+    for seed in range(8):
+        offset = rng.normal(0.0, 3.0)
+        for density, init, growth in itertools.product((0.1, 0.2), ("ERK", "uniform"), ("random", "momentum",
+                                                                                        "gradient")):
+            effect = 4.0 * (init == "ERK" and density == 0.1) + 5.0 * (growth == "momentum")
+            writer.trial(config(density=density, sparse_init=init, growth=growth, seed=seed),
+                         70.0 + offset + effect + rng.normal(0.0, 0.4))
+    assert main([str(tmp_path / "known"), "--out", str(tmp_path / "out")]) == 0
+    rows = pd.read_csv(tmp_path / "out" / "tables" / "findings.csv", keep_default_na=False)
+    real = {(r.topic, r.density, r.sparse_init, r.a, r.b) for r in rows.itertuples() if r.verdict == "real"}
+    assert real == {("init", 0.1, "", "ERK", "uniform")} | {
+        ("growth", density, init, "momentum", other)
+        for density in (0.1, 0.2) for init in ("ERK", "uniform") for other in ("random", "gradient")}
+    assert len(rows) == 14 and set(rows["n_pairs"]) == {8}
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "At density 0.1, ERK initialisation beats uniform by " in text
+    assert "At density 0.2, ERK and uniform initialisation cannot be told apart: " in text
+    for density, init in itertools.product((0.1, 0.2), ("ERK", "uniform")):
+        assert f"With {init} initialisation at density {density:g}, momentum growth wins (" in text
+
+
+def adaptive_experiment(root: Path, seed: int, members: list[tuple[float, float]], weight: float = 0.0) -> None:
+    """One sweeps/adaptive.py experiment (one seed): its sweep.json and its members' (test ACC, val ACC)."""
+    name = f"pbt_s{seed}_w{weight:g}"
+    writer = Writer(root, name)
+    for number, (acc, val) in enumerate(members):
+        writer.trial(config(growth=("random", "momentum")[number % 2], seed=seed, val_fraction=0.1), acc, val=val)
+    (root / name / "sweep.json").write_text(json.dumps({
+        "script": "adaptive", "fixed": {"benchmark": "digits", "net": "mlp", "seed": seed, "val_fraction": 0.1},
+        "choices": {"sparse_init": ["ERK"], "growth": ["random", "momentum"], "density": [0.1, 0.2],
+                    "death_rate": [0.5], "update_frequency": [10]},
+        "population": len(members), "capacity_weight": weight}))
+
+
+def test_adaptive_verdicts_are_seed_paired_tests(tmp_path: Path) -> None:
+    grid = Writer(tmp_path, "grid")
+    luck = [0.0, 0.5, -0.2]
+    for seed in range(3):  # (a) picks momentum at density 0.1 (validation 90), test ACC 84 + seed
+        for growth, density, acc, val in (("random", 0.1, 80, 85), ("momentum", 0.1, 84, 90),
+                                          ("random", 0.2, 82, 86), ("momentum", 0.2, 83, 87)):
+            grid.trial(config(growth=growth, density=density, seed=seed, val_fraction=0.1), acc + seed, val=val)
+        adaptive_experiment(tmp_path, seed, [(86.0 + seed + luck[seed], 95.0), (70.0, 60.0)])
+        adaptive_experiment(tmp_path, seed, [(85.0 + seed, 96.0), (70.0, 60.0)], weight=0.1)
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    rows = pd.read_csv(tmp_path / "out" / "tables" / "findings.csv").query("topic == 'adaptive'").set_index(["a", "b"])
+    static = rows[rows["panel"].str.endswith("capacity weight 0")].loc[("PBT (best member)",
+                                                                         "(a) best static, on validation")]
+    expected = scipy.stats.ttest_1samp([2.0 + x for x in luck], 0.0)  # PBT - (a), per seed
+    assert (static["n_pairs"], static["diff"]) == (3, pytest.approx(2.1))
+    assert static["p_value"] == pytest.approx(expected.pvalue)
+    weights = rows.loc[("PBT, capacity weight 0.1", "PBT, capacity weight 0")]
+    assert weights["diff"] == pytest.approx(-1.1) and weights["n_pairs"] == 3
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert ("capacity weight 0: PBT (best member) - (a) best static, on validation = +2.10 test ACC points "
+            "(95% CI") in text
