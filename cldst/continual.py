@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -24,6 +25,12 @@ from cldst.data import Benchmark, select_classes, task_indices
 from cldst.masking import Masking, death_rate_at
 from cldst.models import build_model
 from cldst.splits import evaluation_order, hold_out_validation
+
+# The reference multiplies SGD's momentum buffer by the mask after every step (so do we): every inactive
+# weight then scores 0, and the regrown weights are a tie-break, not a ranking.
+MOMENTUM_UNDER_SGD = ("momentum growth with --optimizer sgd cannot rank inactive weights: their momentum buffer is "
+                      "masked to 0 after every step (as in the reference), so every candidate scores 0 and the "
+                      "regrown weights are a tie-break. Use --optimizer adam, or another growth criterion.")
 
 
 class TrainingError(RuntimeError):
@@ -82,6 +89,8 @@ def run(cfg: RunConfig, bench: Benchmark, hooks: Hooks | None = None, state: dic
     """Learn cfg.num_tasks tasks in sequence; resume after the last task in `state` if given."""
     hooks = hooks or Hooks()
     device = select_device(cfg.device)
+    if cfg.optimizer == "sgd" and any(cfg.task_value("growth", t) == "momentum" for t in range(cfg.num_tasks)):
+        warnings.warn(MOMENTUM_UNDER_SGD, stacklevel=2)
     bench, val_bench = hold_out_validation(bench, cfg.val_fraction)
     bench = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
     torch.manual_seed(cfg.seed)

@@ -118,6 +118,19 @@ def lowest(score: Tensor, candidates: Tensor, k: int) -> Tensor:
     return chosen
 
 
+def prune(criterion: str, weight: Tensor, grad: Tensor | None, mask: Tensor, k: int) -> Tensor:
+    """The active weights an update removes: k by the criterion, or, when more than k active weights score
+    exactly 0, all of those. The reference keeps |score| > the score at position (inactive + k) of the
+    sorted layer; inactive weights are 0, so with that many zeros its threshold is 0 and every zero goes
+    (weights free in tasks >= 1 start at 0, and rows of other classes' heads never get a gradient). SET's
+    score is the value itself: the reference's SET keeps only weights strictly above or below 0."""
+    score = weight if criterion == "SET" else PRUNE_SCORES[criterion](weight, grad)
+    at_zero = mask & (score == 0)
+    if int(at_zero.sum()) > k:  # one host sync per layer per update
+        return at_zero
+    return set_prune(weight, mask, k) if criterion == "SET" else lowest(score, mask, k)
+
+
 def set_prune(weight: Tensor, mask: Tensor, k: int) -> Tensor:
     """SET: half of the k from the smallest non-negative weights, half from the negative ones
     closest to zero; if one side runs short, the other side gives the rest."""
@@ -243,22 +256,20 @@ class Masking:
     # ---- every update_frequency steps -------------------------------------------------------
     @torch.no_grad()
     def update(self, death_rate: float, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
-        """Prune then regrow, per layer, exactly: k = ceil(death_rate * active) removed, as many switched
-        on among the weights not kept. As in the reference, a weight pruned in this update may be regrown
-        (it keeps its value), so every layer keeps its count, and a dense layer stays dense. Newly grown
-        weights start at zero with whatever optimizer state they gathered while inactive."""
+        """Prune then regrow, per layer: k = ceil(death_rate * active) removed (all active weights at exactly
+        0 instead, where they outnumber k: see `prune`), and as many switched on among the weights not kept.
+        As in the reference, a weight pruned in this update may be regrown (it keeps its value), so every
+        layer keeps its count, and a dense layer stays dense. Newly grown weights start at zero with
+        whatever optimizer state they gathered while inactive."""
         for name, p in self.params.items():
             mask, state = self.mask[name], optimizer.state.get(p, {})
             k = math.ceil(death_rate * self.counts[name])
             if k == 0:
                 continue
-            if self.prune == "SET":
-                drop = set_prune(p, mask, k)
-            else:
-                drop = lowest(PRUNE_SCORES[self.prune](p, p.grad), mask, k)
+            drop = prune(self.prune, p, p.grad, mask, k)
             kept = mask & ~drop
             score = GROWTH_SCORES[self.growth](p, p.grad, state, generator, self.fired[name])
-            grow = lowest(-score, ~kept, k)
+            grow = lowest(-score, ~kept, self.counts[name] - int(kept.sum()))
             self.mask[name] = kept | grow
             self.fired[name] |= grow
         self._refresh()

@@ -1,5 +1,7 @@
 """The per-task loop: isolation is exact, resume equals uninterrupted, runs are reproducible."""
 
+import warnings
+
 import pytest
 import torch
 from engine_runs import run_with_states, small_config
@@ -124,3 +126,12 @@ def test_nan_loss_is_a_training_error(bench):
 def test_learns_well_above_chance(bench, eval_head):
     results, _ = run_with_states(small_config(eval_head=eval_head, epochs=3), bench)
     assert results[-1].avg_acc > (70 if eval_head == "task" else 30)
+
+
+def test_momentum_growth_under_sgd_warns(bench):
+    """SGD's momentum buffer is masked every step, so momentum growth has nothing to rank: say so."""
+    with pytest.warns(UserWarning, match="momentum growth with --optimizer sgd cannot rank inactive weights"):
+        continual.run(small_config(growth=["random", "momentum", "random"], optimizer="sgd", epochs=1), bench)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        continual.run(small_config(growth="momentum", optimizer="adam", epochs=1), bench)

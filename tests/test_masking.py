@@ -15,6 +15,7 @@ from cldst.masking import (
     layer_counts,
     maskable_parameters,
     pack_bits,
+    prune,
     set_prune,
     unpack_bits,
 )
@@ -97,12 +98,14 @@ def test_update_keeps_counts_and_keeps_optimizer_state(growth, prune):
     values = {n: p.detach().clone() for n, p in masking.params.items()}
     moments = {n: optimizer.state[p]["exp_avg"].clone() for n, p in masking.params.items()}
     counts = dict(masking.counts)
+    # weights scoring exactly 0 (here: the head rows of classes not trained get no gradient under Taylor_FO)
+    at_zero = {n: before[n] & ((p.grad * p if prune == "Taylor_FO" else p) == 0) for n, p in masking.params.items()}
     masking.update(0.3, optimizer, generator)
     for name, p in masking.params.items():
         new, old = masking.mask[name], before[name]
         dropped, grown = old & ~new, new & ~old
         k = math.ceil(0.3 * counts[name])
-        assert int(dropped.sum()) == int(grown.sum()) <= k, name
+        assert int(dropped.sum()) == int(grown.sum()) <= max(k, int(at_zero[name].sum())), name
         assert int(new.sum()) == masking.counts[name] == counts[name]
         assert torch.all(p[grown] == 0), "newly grown weights start at zero"
         assert torch.all(p[dropped] == 0)
@@ -233,3 +236,47 @@ def test_every_net_is_fully_maskable_or_head_bias():
         model = build_model(net, shape[0], shape[1], 10)
         params = dict(model.named_parameters())
         assert set(params) - set(maskable_parameters(model)) <= {"classifier.bias"}
+
+
+class Head(torch.nn.Module):
+    """One 10 x 40 classifier without bias: 400 maskable weights, 200 active at density 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = torch.nn.Linear(40, 10, bias=False)
+
+
+def head_with_zeros(zeros: int, criterion: str) -> tuple[Masking, torch.optim.Optimizer, torch.Tensor]:
+    """200 active weights, `zeros` of them scoring exactly 0 under `criterion` (value 0 for magnitude and SET,
+    gradient 0 for Taylor_FO). The inactive weights' gradients are the largest, so gradient growth regrows
+    none of the weights this update pruned, and every removal shows in the mask."""
+    model = Head()
+    masking = Masking(model, "uniform", True, 2)
+    masking.start_task(0, torch.Generator().manual_seed(0), 0.5, criterion, "gradient")
+    weight, mask = masking.params["classifier.weight"], masking.mask["classifier.weight"]
+    active = mask.flatten().nonzero().flatten()
+    assert len(active) == 200
+    with torch.no_grad():
+        weight.copy_(torch.where(mask, torch.linspace(0.1, 1.0, 400).view(10, 40), 0.0))
+    weight.grad = torch.where(mask, 1.0, 10.0)  # active: Taylor_FO scores w^2; inactive: growth's first picks
+    zeroed = active[torch.randperm(200, generator=torch.Generator().manual_seed(1))[:zeros]]
+    with torch.no_grad():
+        (weight.grad if criterion == "Taylor_FO" else weight).view(-1)[zeroed] = 0.0
+    return masking, torch.optim.Adam(model.parameters()), mask.clone()
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "Taylor_FO", "SET"])
+@pytest.mark.parametrize(("zeros", "removed"), [(120, 120), (100, 100), (30, 100)])
+def test_pruning_at_exact_zeros_is_the_references(criterion, zeros, removed):
+    """The reference's cases: 200 active, death rate 0.5 (k = 100). 120 at zero: all 120 leave, 120 regrow;
+    30 at zero: 100 leave (the 30 first), 100 regrow. The layer keeps its 200."""
+    masking, optimizer, before = head_with_zeros(zeros, criterion)
+    weight = masking.params["classifier.weight"]
+    scores = weight.grad * weight if criterion == "Taylor_FO" else weight
+    at_zero = before & (scores == 0)
+    drop = prune(criterion, weight, weight.grad, before, 100)
+    assert int(drop.sum()) == removed and bool(torch.all(drop[at_zero]))
+    masking.update(0.5, optimizer, torch.Generator().manual_seed(2))
+    after = masking.mask["classifier.weight"]
+    assert int((before & ~after).sum()) == int((after & ~before).sum()) == removed
+    assert int(after.sum()) == 200
