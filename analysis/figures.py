@@ -175,10 +175,11 @@ def _forest(ax: Axes, rows: pd.DataFrame) -> None:
     """One line per comparison, its label "density init: a - b" (the parts that apply)."""
     y = np.arange(len(rows))
     real = (rows["verdict"] == "real").to_numpy()
-    tested = rows["ci_low"].notna().to_numpy()
+    tested = rows["p_value"].notna().to_numpy()
+    spread = rows["ci_low"].notna().to_numpy()  # a tested comparison without spread has no interval
     diff = rows["diff"].to_numpy()
-    ax.errorbar(diff[tested], y[tested], xerr=[diff[tested] - rows["ci_low"].to_numpy()[tested],
-                                               rows["ci_high"].to_numpy()[tested] - diff[tested]],
+    ax.errorbar(diff[spread], y[spread], xerr=[diff[spread] - rows["ci_low"].to_numpy()[spread],
+                                               rows["ci_high"].to_numpy()[spread] - diff[spread]],
                 fmt="none", ecolor="0.35", elinewidth=1, capsize=2)
     ax.scatter(diff[real], y[real], color="tab:red", zorder=3, s=18, label="real")
     ax.scatter(diff[tested & ~real], y[tested & ~real], facecolors="white", edgecolors="0.2", zorder=3, s=18,

@@ -119,6 +119,8 @@ def evidence(row: pd.Series) -> str:
         return f"{seeds}: one pair gives no spread, so no test"
     p = row["p_adjusted"]
     shown = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    if row["sd"] == 0:
+        return f"{seeds}, every one the same difference: no spread, so the exact sign-flip test, Holm-adjusted {shown}"
     return f"95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}, {seeds}, Holm-adjusted {shown}"
 
 
@@ -171,8 +173,8 @@ def _power_finding(title: str, rows: pd.DataFrame, family_size: int) -> list[Fin
     parts = []
     for topic, mine in rows.groupby("topic", sort=True):
         spread = math.sqrt((mine["sd"] ** 2).mean()) if mine["sd"].notna().any() else float("nan")
-        if math.isnan(spread):
-            parts.append(f"{topic}: no paired spread yet (one seed)")
+        if not spread > 0:
+            parts.append(f"{topic}: no paired spread yet")
             continue
         needed = stats.seeds_needed(ONE_POINT, spread, stats.ALPHA / max(family_size, 1))
         count = f"about {needed} seeds" if needed else f"more than {stats.MAX_SEEDS} seeds"

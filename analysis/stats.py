@@ -71,8 +71,8 @@ def paired_test(differences: ArrayLike) -> PairedTest:
     constant = sd < RESOLUTION
     # every difference equal: the exact sign-flip test (all n signs agree: p = 2 / 2^n), or p = 1 at 0
     p_value = np.where(constant, np.where(diff == 0, 1.0, 2.0 ** (1 - d.shape[-1])), result.pvalue)
-    sd = np.where(constant, 0.0, sd)
-    return PairedTest(n, diff, sd, np.where(constant, diff, ci.low), np.where(constant, diff, ci.high), p_value)
+    sd = np.where(constant, 0.0, sd)  # no spread: no t-interval either
+    return PairedTest(n, diff, sd, np.where(constant, np.nan, ci.low), np.where(constant, np.nan, ci.high), p_value)
 
 
 def holm(p_values: ArrayLike) -> np.ndarray:
@@ -99,11 +99,10 @@ def power(effect: ArrayLike, sd: ArrayLike, n: ArrayLike, alpha: float = ALPHA) 
 
 
 def mde(sd: float, n: int, alpha: float = ALPHA, target: float = POWER) -> float:
-    """The smallest true difference the paired t-test detects with probability `target` (NaN below 2 pairs)."""
-    if n < 2 or not np.isfinite(sd):
+    """The smallest true difference the paired t-test detects with probability `target`; NaN below 2 pairs
+    and where the differences have no spread (the t-test does not apply there)."""
+    if n < 2 or not np.isfinite(sd) or sd == 0:
         return float("nan")
-    if sd == 0:
-        return 0.0
 
     def short(effect: float) -> float:  # in units of sd
         return float(power(effect, 1.0, n, alpha)) - target
@@ -116,9 +115,9 @@ def mde(sd: float, n: int, alpha: float = ALPHA, target: float = POWER) -> float
 
 def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, target: float = POWER) -> int | None:
     """The fewest seeds (pairs) at which a true difference `effect` is detected with probability `target`;
-    None when more than MAX_SEEDS would be needed or the spread is unknown."""
+    None when more than MAX_SEEDS would be needed, or the spread is unknown or 0."""
     if not np.isfinite(sd) or sd <= 0:
-        return None if not np.isfinite(sd) else 2
+        return None
     n = np.arange(2, MAX_SEEDS + 1)
     enough = np.flatnonzero(power(effect, sd, n, alpha) >= target)
     return int(n[enough[0]]) if len(enough) else None

@@ -64,10 +64,13 @@ def test_the_paired_test_is_scipys_paired_t_test() -> None:
 @pytest.mark.parametrize(("differences", "p_value"), [([1.5, 1.5], 0.5), ([2.0, 2.0, 2.0, 2.0, 2.0], 2 / 32),
                                                       ([0.0, 0.0, 0.0], 1.0), ([0.2778, 0.2779, 0.2777], 0.25)])
 def test_equal_differences_take_the_exact_sign_flip_p(differences: list[float], p_value: float) -> None:
-    """No spread makes t infinite; equal up to the accuracy lattice (last case) is no spread either."""
+    """No spread makes t infinite; equal up to the accuracy lattice (last case) is no spread either. Such a
+    comparison gets no interval and no power statement: the t-test's do not apply."""
     test = stats.paired_test(differences)
     assert float(test.p_value) == pytest.approx(p_value)
-    assert float(test.ci_low) == float(test.ci_high) == pytest.approx(np.mean(differences))
+    assert float(test.diff) == pytest.approx(np.mean(differences)) and float(test.sd) == 0.0
+    assert np.isnan(test.ci_low) and np.isnan(test.ci_high)  # no spread, no t-interval
+    assert np.isnan(stats.mde(0.0, len(differences))) and stats.seeds_needed(1.0, 0.0) is None
 
 
 def test_one_pair_is_no_test_and_missing_pairs_are_dropped_and_counted() -> None:
