@@ -52,6 +52,7 @@ class Best:
     val_std: float = float("nan")
     acc_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% t-interval of the test ACC over seeds
     untold: tuple[str, ...] = ()  # the other configurations that cannot be told apart from it (same metric)
+    ahead: tuple[str, ...] = ()  # those better than it for real on the seeds both ran (a mean over other seeds)
     compared: int = 0  # how many configurations it was compared with
 
     @property
@@ -136,6 +137,9 @@ def detectable(row: pd.Series) -> str:
 
 def _init_finding(title: str, row: pd.Series) -> Finding:
     where = f"At density {row['density']:g}"
+    if row["n_pairs"] == 0:
+        return Finding(title, "init", row["verdict"], f"{where}, {row['a']} and {row['b']} initialisation were "
+                       f"never run with the same seed and growth criterion: no comparison.")
     if row["verdict"] == stats.REAL:
         text = f"{where}, {row['a']} initialisation beats {row['b']} by {row['diff']:.2f} points ({evidence(row)})."
         return Finding(title, "init", row["verdict"], text, row["a"])
@@ -145,10 +149,13 @@ def _init_finding(title: str, row: pd.Series) -> Finding:
 
 
 def _growth_finding(title: str, density: float, init: str, rows: pd.DataFrame, means: pd.Series) -> Finding:
-    """The leader by mean ACC wins only when every one of its comparisons is real; else the set of criteria that
-    cannot be told apart from it."""
+    """The leader is the criterion with the highest mean ACC among those no other criterion beats for real
+    (on paired seeds). It wins only when it beats every other criterion for real; otherwise the finding
+    names the set that cannot be told apart from it, and those behind it for real."""
     where = f"With {init} initialisation at density {density:g}"
-    leader = means.idxmax()
+    real = rows[rows["verdict"] == stats.REAL]
+    undominated = means.drop(index=[g for g in real["b"] if g in means.index])
+    leader = (undominated if not undominated.empty else means).idxmax()
     against = rows[(rows["a"] == leader) | (rows["b"] == leader)]
     beaten = against[(against["verdict"] == stats.REAL) & (against["a"] == leader)]
     if len(beaten) == len(means) - 1:
@@ -158,7 +165,7 @@ def _growth_finding(title: str, density: float, init: str, rows: pd.DataFrame, m
         return Finding(title, "growth", stats.REAL, text, leader)
     behind = set(beaten["b"])
     untold = [g for g in means.sort_values(ascending=False).index if g not in behind]
-    closest = against[~against.index.isin(beaten.index)].sort_values("p_value", na_position="last").iloc[0]
+    closest = against[against["verdict"] != stats.REAL].sort_values("p_value", na_position="last").iloc[0]
     ranked = ", ".join(f"{g} {means[g]:.2f}" for g in untold)
     text = (f"{where}, no growth criterion wins: {ranked} cannot be told apart (closest call {closest['a']} - "
             f"{closest['b']} = {closest['diff']:+.2f} points, {evidence(closest)}{detectable(closest)})")
@@ -222,13 +229,15 @@ def best_configs(runs: pd.DataFrame, table: pd.DataFrame) -> list[Best]:
                   for _, row in ranked.iloc[1:].iterrows()]
         chosen = members.set_index("seed")[metric]
         untold: tuple[str, ...] = ()
+        ahead: tuple[str, ...] = ()
         if others:
             tested = stats.family(pd.DataFrame([{"b": label, **stats.compare(chosen, values)}
                                                 for label, values in others]))
-            untold = tuple(tested.loc[(tested["verdict"] != stats.REAL) | (tested["diff"] <= 0), "b"])
+            untold = tuple(tested.loc[tested["verdict"] != stats.REAL, "b"])
+            ahead = tuple(tested.loc[(tested["verdict"] == stats.REAL) & (tested["diff"] < 0), "b"])
         out.append(Best(title, {k: top[k] for k in keys}, top["acc_mean"], top["acc_std"], int(top["n_ok"]),
                         members.loc[members[metric].idxmax()], top["val_acc_mean"], top["val_acc_std"],
-                        (float(low), float(high)), untold, len(others)))
+                        (float(low), float(high)), untold, ahead, len(others)))
     return out
 
 

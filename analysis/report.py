@@ -246,6 +246,8 @@ def _best(bests: list[Best]) -> str:
             untold = ", ".join(best.untold) if best.untold else "none"
             chosen.append(f"- cannot be told apart from it on {metric} (seed-paired, Holm over its {best.compared} "
                           f"comparisons): {untold}")
+        if best.ahead:  # possible where seeds are missing: the mean and the matched seeds disagree
+            chosen.append(f"- better than it on {metric} for real on the seeds both ran: {', '.join(best.ahead)}")
         lines += ["", f"### {best.panel}", "", f"- {config}", *chosen,
                   f"- best seed {run['seed']} (trial `{run['trial_id']}`, experiment `{run['experiment']}`): "
                   f"{seed}, BWT {run['bwt']:.2f}", "", "```", str(run["command"]), "```"]

@@ -16,7 +16,7 @@ here, and made the same way:
   n >= 2. The exact sign-flip permutation test assumes less, but cannot go below p = 2 / 2^n (0.0625
   at 5 seeds), so at the seed counts sweeps use it could never call anything real. Where every
   difference is the same number (std below RESOLUTION) the t statistic is undefined or meaningless,
-  and the exact sign-flip p-value is used.
+  and the exact sign-flip p-value (`scipy.stats.permutation_test`) is used.
 - **Multiplicity.** Holm-Bonferroni over one family of claims (scipy has no Holm; it is four lines).
   It controls the familywise error rate under any dependence between the claims, and ours share runs.
 - **Power.** The minimum detectable difference (80% power, two-sided) at Holm's strictest level
@@ -39,6 +39,7 @@ POWER = 0.8  # of the minimum detectable difference
 REAL, NOT_ESTABLISHED, NO_TEST = "real", "not established", "no test"
 MAX_SEEDS = 10_000  # seeds_needed searches no further
 RESOLUTION = 0.01  # paired differences whose std is below this (ACC points) count as all equal
+EXACT_UP_TO = 16  # pairs up to which the sign-flip test enumerates all 2^n sign patterns
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,20 @@ def paired_test(differences: ArrayLike) -> PairedTest:
     # Accuracies count test images, so two seeds can differ by the same count (equal up to the tasks' sizes):
     # such a spread measures the lattice, not the seeds, and would make t arbitrarily large.
     constant = sd < RESOLUTION
-    # every difference equal: the exact sign-flip test (all n signs agree: p = 2 / 2^n), or p = 1 at 0
-    p_value = np.where(constant, np.where(diff == 0, 1.0, 2.0 ** (1 - d.shape[-1])), result.pvalue)
+    p_value = np.array(result.pvalue, dtype=float)
+    for index in np.ndindex(constant.shape):
+        if constant[index]:
+            p_value[index] = sign_flip_p(d[index])
     sd = np.where(constant, 0.0, sd)  # no spread: no t-interval either
     return PairedTest(n, diff, sd, np.where(constant, np.nan, ci.low), np.where(constant, np.nan, ci.high), p_value)
+
+
+def sign_flip_p(differences: np.ndarray) -> float:
+    """The exact two-sided sign-flip permutation p-value of the mean of `differences` (n,) (a seeded Monte Carlo
+    estimate above EXACT_UP_TO pairs): 2 / 2^n when all n share one sign, near 1 around 0."""
+    exact = len(differences) <= EXACT_UP_TO
+    return float(stats.permutation_test((differences,), np.mean, permutation_type="samples",
+                                        n_resamples=np.inf if exact else 2**EXACT_UP_TO, random_state=0).pvalue)
 
 
 def holm(p_values: ArrayLike) -> np.ndarray:

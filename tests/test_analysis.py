@@ -203,6 +203,26 @@ def test_a_growth_criterion_wins_only_when_all_its_comparisons_are_real(tmp_path
     assert "ahead of gradient by" in growth.text and "ahead of random by" in growth.text
 
 
+def test_a_growth_criterion_ahead_on_paired_seeds_leads_even_below_on_the_mean(tmp_path: Path) -> None:
+    """momentum has a sixth seed at 99 that random lacks: momentum's mean is higher, yet random is ahead on every
+    seed both ran. The finding must not call random 'cannot be told apart' from the leader, or the leader
+    momentum."""
+    writer = Writer(tmp_path, "unbalanced")
+    noise = iter(np.random.default_rng(1).normal(0.0, 0.2, size=11))
+    for seed in range(6):
+        writer.trial(config(growth="momentum", seed=seed), 99.0 if seed == 5 else 80.0 + seed + next(noise))
+        if seed < 5:
+            writer.trial(config(growth="random", seed=seed), 82.0 + seed + next(noise))
+    runs = analysis.load(tmp_path)
+    table = tables.summary(runs)
+    found = sentences(adjusted(runs, table), table, runs)
+    (growth,) = [f for f in found if f.topic == "growth"]
+    assert growth.winner == "random" and growth.verdict == stats.REAL, growth.text
+    assert growth.text.startswith("With ERK initialisation at density 0.1, random growth wins (")
+    assert "ahead of momentum by 1.98 points (95% CI 1.72 to 2.23, 5 seeds; 1 run(s) without a pair left out" \
+        in growth.text
+
+
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
     build_grid(tmp_path, flip=True)
     runs, table = grid_summary(tmp_path)

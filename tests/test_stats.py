@@ -62,7 +62,8 @@ def test_the_paired_test_is_scipys_paired_t_test() -> None:
 
 
 @pytest.mark.parametrize(("differences", "p_value"), [([1.5, 1.5], 0.5), ([2.0, 2.0, 2.0, 2.0, 2.0], 2 / 32),
-                                                      ([0.0, 0.0, 0.0], 1.0), ([0.2778, 0.2779, 0.2777], 0.25)])
+                                                      ([0.0, 0.0, 0.0], 1.0), ([0.2778, 0.2779, 0.2777], 0.25),
+                                                      ([0.004, -0.004] * 4 + [0.004, -0.002], 1.0)])
 def test_equal_differences_take_the_exact_sign_flip_p(differences: list[float], p_value: float) -> None:
     """No spread makes t infinite; equal up to the accuracy lattice (last case) is no spread either. Such a
     comparison gets no interval and no power statement: the t-test's do not apply."""
@@ -71,6 +72,22 @@ def test_equal_differences_take_the_exact_sign_flip_p(differences: list[float], 
     assert float(test.diff) == pytest.approx(np.mean(differences)) and float(test.sd) == 0.0
     assert np.isnan(test.ci_low) and np.isnan(test.ci_high)  # no spread, no t-interval
     assert np.isnan(stats.mde(0.0, len(differences))) and stats.seeds_needed(1.0, 0.0) is None
+
+
+def test_the_leader_is_named_first_with_its_own_interval() -> None:
+    a, b = pd.Series([78.0, 79.0, 77.5], index=[0, 1, 2]), pd.Series([80.0, 82.0, 80.5], index=[0, 1, 2])
+    row = stats.leader_first("a", a, "b", b)
+    assert (row["a"], row["b"], row["diff"]) == ("b", "a", pytest.approx(8 / 3))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+        tuple(scipy.stats.ttest_rel(b, a).confidence_interval(0.95)))
+
+
+def test_the_minimum_detectable_difference_is_at_holms_strictest_level() -> None:
+    rows = pd.DataFrame([stats.compare(pd.Series(d, index=range(4)), pd.Series(0.0, index=range(4)))
+                         for d in ([1.0, 2.0, 3.0, 2.5], [0.5, -0.5, 1.0, 0.0], [3.0, 3.5, 2.0, 4.0])])
+    family = stats.family(rows)
+    for row in family.itertuples():
+        assert row.mde == pytest.approx(stats.mde(row.sd, 4, stats.ALPHA / 3))
 
 
 def test_one_pair_is_no_test_and_missing_pairs_are_dropped_and_counted() -> None:
