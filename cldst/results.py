@@ -12,11 +12,14 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cldst import metrics
@@ -211,24 +214,92 @@ def read_part(path: str | os.PathLike, kind: str) -> pa.Table:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as err:
         raise ResultsError(f"{path}: not a readable Parquet file ({err})") from err
+    _check_columns(path, table.schema, kind)
     versions = set(table.column("schema_version").to_pylist()) if "schema_version" in table.column_names else {1}
+    _check_versions(path, versions)
+    return _conform(table, kind, path)
+
+
+def _check_columns(path: Path, schema: pa.Schema, kind: str) -> None:
+    missing = [name for name in REQUIRED[kind] if name not in schema.names]
+    if missing:
+        raise ResultsError(f"{path}: lacks the {kind} columns {missing} (found {schema.names}); "
+                           f"not a cldst {kind} file")
+
+
+def _check_versions(path: Path, versions: set) -> None:
     newer = sorted(v for v in versions if v is None or v > SCHEMA_VERSION or v < 1)
     if newer:
         raise ResultsError(f"{path}: schema_version {newer}, but this cldst reads versions 1 to {SCHEMA_VERSION}; "
                            f"read it with the cldst that wrote it")
-    missing = [name for name in REQUIRED[kind] if name not in table.column_names]
-    if missing:
-        raise ResultsError(f"{path}: lacks the {kind} columns {missing} (found {table.column_names}); "
-                           f"not a cldst {kind} file")
+
+
+def _conform(table: pa.Table, kind: str, where: object) -> pa.Table:
+    """`table` in this version's schema: columns added after the file's version read as null."""
     expected = SCHEMAS[kind]
-    for name in expected.names:  # columns added after the file's version read as null
+    for name in expected.names:
         if name not in table.column_names:
             table = table.append_column(expected.field(name), pa.nulls(len(table), expected.field(name).type))
-    table = table.select(expected.names)
     try:
-        return table.cast(expected)
+        return table.select(expected.names).cast(expected)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise ResultsError(f"{path}: columns of the wrong type ({err})") from err
+        raise ResultsError(f"{where}: columns of the wrong type ({err})") from err
+
+
+LOCAL = pafs.LocalFileSystem()
+
+
+def _footer(parquet: ds.ParquetFileFormat, path: Path, kind: str) -> tuple[ds.ParquetFileFragment, pa.Schema]:
+    """One part file checked from its footer alone: readable, the kind's columns, a readable schema_version
+    (from the column statistics cldst's writer stores; the column itself where they are missing)."""
+    try:
+        fragment = parquet.make_fragment(str(path), filesystem=LOCAL)
+        schema = fragment.physical_schema
+        _check_columns(path, schema, kind)
+        versions: set = {1}
+        if "schema_version" in schema.names:
+            metadata = fragment.metadata
+            versions = set()
+            for group in range(metadata.num_row_groups):
+                columns = metadata.row_group(group)
+                column = next(columns.column(i) for i in range(columns.num_columns)
+                              if columns.column(i).path_in_schema == "schema_version")
+                stats = column.statistics
+                if stats is None or not stats.has_min_max or stats.null_count:
+                    versions = set(fragment.to_table(columns=["schema_version"]).column(0).to_pylist())
+                    break
+                versions |= {stats.min, stats.max}
+    except (OSError, pa.ArrowException) as err:
+        raise ResultsError(f"{path}: not a readable Parquet file ({err})") from err
+    _check_versions(path, versions)
+    return fragment, schema
+
+
+def _read_kind(paths: list[Path], kind: str, bad: Callable[[Path, ResultsError], None]) -> list[pa.Table]:
+    """The part files of one kind: each checked from its footer, then every file of one schema read in one
+    Arrow scan (per-file reads in Python cost about 4x the scan). A file whose footer reads but whose data
+    does not sends its schema's files back to the one-by-one reader, which names it."""
+    parquet = ds.ParquetFileFormat()
+    by_schema: dict[pa.Schema, list[tuple[Path, ds.ParquetFileFragment]]] = {}
+    for path in paths:
+        try:
+            fragment, schema = _footer(parquet, path, kind)
+        except ResultsError as err:
+            bad(path, err)
+            continue
+        by_schema.setdefault(schema, []).append((path, fragment))
+    tables = []
+    for schema, members in by_schema.items():
+        try:
+            scanned = ds.FileSystemDataset([fragment for _path, fragment in members], schema, parquet).to_table()
+            tables.append(_conform(scanned, kind, members[0][0]))
+        except (OSError, pa.ArrowException, ResultsError):
+            for path, _fragment in members:
+                try:
+                    tables.append(read_part(path, kind))
+                except ResultsError as err:
+                    bad(path, err)
+    return tables
 
 
 @dataclass
@@ -258,34 +329,41 @@ def experiment_dirs(root: str | os.PathLike) -> list[Path]:
 def load(root: str | os.PathLike, on_bad: str = "raise") -> Results:
     """Read every part file under `root` (an experiment folder or a folder of them).
 
-    A file that is not a valid part (stray name, truncated, wrong schema) raises
-    ResultsError, or with on_bad="skip" is left out and listed in `Results.skipped`.
-    Files being written (names starting with '.') are ignored.
+    A file that is not a valid part (stray name, truncated, wrong schema, newer version) raises
+    ResultsError, or with on_bad="skip" is left out and listed in `Results.skipped`; no bad file is
+    ever merged. Files being written (names starting with '.') are ignored. Each file's footer is
+    checked on its own; the data of all files sharing a schema is read in one Arrow scan.
     """
     if on_bad not in ("raise", "skip"):
         raise ValueError(f"on_bad: {on_bad!r} is not one of raise, skip")
-    tables: dict[str, list[pa.Table]] = {kind: [] for kind in KINDS}
     skipped: list[tuple[str, str]] = []
+
+    def bad(path: Path, err: ResultsError) -> None:
+        if on_bad == "raise":
+            raise err
+        skipped.append((str(path), str(err)))
+
     dirs = experiment_dirs(root)
-    for exp_dir in dirs:
-        for kind in KINDS:
+    merged = {}
+    for kind in KINDS:
+        parts = []
+        for exp_dir in dirs:
             folder = exp_dir / kind
-            if not folder.is_dir():
-                continue
-            for path in sorted(folder.iterdir()):
+            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 if path.name.startswith("."):
                     continue
-                try:
-                    if not PART_PATTERN.match(path.name):
-                        raise ResultsError(f"{path}: stray file in a results folder (expected part-<trial_id>.parquet)")
-                    tables[kind].append(read_part(path, kind))
-                except ResultsError as err:
-                    if on_bad == "raise":
-                        raise
-                    skipped.append((str(path), str(err)))
-    merged = {kind: pa.concat_tables(tables[kind]) if tables[kind] else SCHEMAS[kind].empty_table()
-              for kind in KINDS}
-    return Results(tasks=merged["tasks"], runs=merged["runs"], experiments=[d.name for d in dirs], skipped=skipped)
+                if PART_PATTERN.match(path.name):
+                    parts.append(path)
+                else:
+                    bad(path, ResultsError(f"{path}: stray file in a results folder (expected "
+                                           f"part-<trial_id>.parquet)"))
+        tables = _read_kind(parts, kind, bad)
+        table = pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
+        # the files' order (experiment folder, trial, task), whatever order the scans took them in
+        merged[kind] = table.sort_by([("experiment", "ascending"), ("trial_id", "ascending")]
+                                     + ([("task", "ascending")] if kind == "tasks" else []))
+    return Results(tasks=merged["tasks"], runs=merged["runs"], experiments=[d.name for d in dirs],
+                   skipped=sorted(skipped))
 
 
 def _check_trial_id(trial_id: str) -> None:

@@ -131,3 +131,32 @@ def test_validation_columns_round_trip(tmp_path):
     results.write_part(tmp_path, "runs", "t", [run])
     loaded = results.load(tmp_path).runs.to_pylist()[0]
     assert (loaded["val_fraction"], loaded["protocol"], loaded["val_acc"]) == (0.1, "clean", 80.0)
+
+
+def test_a_file_damaged_past_its_footer_is_named_and_the_rest_of_its_scan_still_reads(tmp_path):
+    """The reader checks footers one by one, then scans every file of one schema at once: a file whose footer
+    is sound but whose data is not must still be named alone, and its neighbours read."""
+    for trial in ("a", "b", "c"):
+        path = results.write_part(tmp_path, "tasks", trial, [task_row(trial, 0, 90.0), task_row(trial, 1, 80.0)])
+    data = bytearray(path.read_bytes())  # part-c: overwrite the column chunks, keep the footer
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    data[4:len(data) - footer] = b"\xff" * (len(data) - footer - 4)
+    path.write_bytes(bytes(data))
+    loaded = results.load(tmp_path, on_bad="skip")
+    assert loaded.tasks.column("trial_id").to_pylist() == ["a", "a", "b", "b"]
+    assert [p for p, _reason in loaded.skipped] == [str(path)]
+    with pytest.raises(results.ResultsError, match="part-c.parquet"):
+        results.load(tmp_path)
+
+
+def test_schema_version_is_read_from_the_footer_or_the_column(tmp_path):
+    """cldst's writer stores column statistics, so versions come from the footer; a writer that stores none
+    makes the reader read the column, with the same verdicts."""
+    results.write_part(tmp_path, "tasks", "stats", [task_row("stats", 0, 90.0)])
+    table = pa.Table.from_pylist([task_row("plain", 0, 90.0)], schema=results.TASKS_SCHEMA)
+    pq.write_table(table, tmp_path / "tasks" / "part-plain.parquet", write_statistics=False)
+    assert results.load(tmp_path).tasks.num_rows == 2
+    newer = table.set_column(0, "schema_version", pa.array([99], pa.int32()))
+    pq.write_table(newer, tmp_path / "tasks" / "part-plain.parquet", write_statistics=False)
+    with pytest.raises(results.ResultsError, match=r"part-plain.parquet: schema_version \[99\]"):
+        results.load(tmp_path)
