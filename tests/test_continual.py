@@ -31,6 +31,7 @@ OPTIMIZERS = {
 
 @pytest.mark.parametrize("growth", GROWTHS)
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.filterwarnings("ignore:momentum growth with --optimizer sgd")  # isolation must hold all the same
 def test_isolation_is_exact(bench, growth, optimizer):
     cfg = small_config(growth=growth, **OPTIMIZERS[optimizer])
     results, states = run_with_states(cfg, bench)
