@@ -9,6 +9,7 @@ settings taken in turn; it reports the sweep's wall time, the snapshots taken, t
 them, and the checkpoints left on disk. Needs Ray (unlike the other benchmarks).
 
   python -m benchmarks.checkpoint_cost              # num_to_keep 1, 2 and None, 3 repeats each
+  python -m benchmarks.checkpoint_cost --quick      # num_to_keep 1 and None, once each
 """
 
 from __future__ import annotations
@@ -83,10 +84,13 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--keep", nargs="+", type=keep_value, default=[1, 2, None], help="num_to_keep values ('none')")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="num_to_keep 1 and None, 1 repeat: about a minute on a CPU")
     p.add_argument("--no-append", action="store_true", help="print only; do not append to benchmarks/RESULTS.md")
     p.add_argument("--child", type=keep_value, help=argparse.SUPPRESS)
     p.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:
+        args.keep, args.repeats = [1, None], 1
     if args.folder is not None:
         print(json.dumps(child(args.child, args.folder)), flush=True)
         return {}

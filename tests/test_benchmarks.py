@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import common, gpu_check, memory, packing, scaling, throughput, update_cost
+from benchmarks import checkpoint_cost, common, gpu_check, memory, packing, scaling, throughput, update_cost
 
 TINY = ["--device", "cpu", "--no-append", "--warmup", "1", "--steps", "1"]
 
@@ -75,6 +75,13 @@ def test_scaling():
     assert [r["tasks"] for r in out["runs"]] == [2, 4]
     assert [r["tasks"] for r in out["bookkeeping"]] == [2, 4]
     assert_positive(out["runs"] + out["bookkeeping"])
+
+
+def test_checkpoint_cost_quick():
+    """Two real sweeps (about 30 s): num_to_keep 1 keeps one checkpoint per trial, None keeps all 40."""
+    rows = checkpoint_cost.main(["--quick", "--no-append"])["rows"]
+    assert [(r["num_to_keep"], r["checkpoints kept"]) for r in rows] == [("1", 8), ("None", 40)]
+    assert_positive(rows)
 
 
 def test_gpu_check_cpu_quick_passes_every_check(capsys):
