@@ -118,17 +118,18 @@ def lowest(score: Tensor, candidates: Tensor, k: int) -> Tensor:
     return chosen
 
 
-def prune(criterion: str, weight: Tensor, grad: Tensor | None, mask: Tensor, k: int) -> Tensor:
-    """The active weights an update removes: k by the criterion, or, when more than k active weights score
-    exactly 0, all of those. The reference keeps |score| > the score at position (inactive + k) of the
+def prune(criterion: str, weight: Tensor, grad: Tensor | None, mask: Tensor, k: int) -> tuple[Tensor, int]:
+    """The active weights an update removes, and how many: k by the criterion, or, when more than k active
+    weights score exactly 0, all of those. The reference keeps |score| > the score at position (inactive + k) of the
     sorted layer; inactive weights are 0, so with that many zeros its threshold is 0 and every zero goes
     (weights free in tasks >= 1 start at 0, and rows of other classes' heads never get a gradient). SET's
     score is the value itself: the reference's SET keeps only weights strictly above or below 0."""
     score = weight if criterion == "SET" else PRUNE_SCORES[criterion](weight, grad)
     at_zero = mask & (score == 0)
-    if int(at_zero.sum()) > k:  # one host sync per layer per update
-        return at_zero
-    return set_prune(weight, mask, k) if criterion == "SET" else lowest(score, mask, k)
+    zeros = int(at_zero.sum())  # a host sync per layer per update, not per step
+    if zeros > k:
+        return at_zero, zeros
+    return (set_prune(weight, mask, k) if criterion == "SET" else lowest(score, mask, k)), k
 
 
 def set_prune(weight: Tensor, mask: Tensor, k: int) -> Tensor:
@@ -266,10 +267,10 @@ class Masking:
             k = math.ceil(death_rate * self.counts[name])
             if k == 0:
                 continue
-            drop = prune(self.prune, p, p.grad, mask, k)
+            drop, removed = prune(self.prune, p, p.grad, mask, k)
             kept = mask & ~drop
             score = GROWTH_SCORES[self.growth](p, p.grad, state, generator, self.fired[name])
-            grow = lowest(-score, ~kept, self.counts[name] - int(kept.sum()))
+            grow = lowest(-score, ~kept, removed)
             self.mask[name] = kept | grow
             self.fired[name] |= grow
         self._refresh()

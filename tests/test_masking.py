@@ -274,8 +274,8 @@ def test_pruning_at_exact_zeros_is_the_references(criterion, zeros, removed):
     weight = masking.params["classifier.weight"]
     scores = weight.grad * weight if criterion == "Taylor_FO" else weight
     at_zero = before & (scores == 0)
-    drop = prune(criterion, weight, weight.grad, before, 100)
-    assert int(drop.sum()) == removed and bool(torch.all(drop[at_zero]))
+    drop, count = prune(criterion, weight, weight.grad, before, 100)
+    assert int(drop.sum()) == count == removed and bool(torch.all(drop[at_zero]))
     masking.update(0.5, optimizer, torch.Generator().manual_seed(2))
     after = masking.mask["classifier.weight"]
     assert int((before & ~after).sum()) == int((after & ~before).sum()) == removed
