@@ -172,25 +172,27 @@ def summary(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparisons(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Seed-paired comparisons on test ACC (findings.COLUMNS, unadjusted; topic "adaptive", a - b): per adaptive
-    setting, PBT against (a) and against (b); per setting run at several capacity weights, each pair of weights."""
+    """Seed-paired comparisons on test ACC (findings.COLUMNS, unadjusted; topic "adaptive", a - b) of a `compare`
+    frame: per adaptive setting, PBT against (a) and against (b); per setting run at several capacity weights,
+    each pair of weights."""
     rows = []
-    if comparison.empty:
-        return pd.DataFrame(rows, columns=COLUMNS)
-    for label, seeds in comparison.groupby("label", sort=True):
-        context = {**seeds.iloc[0][CONTEXT].to_dict(), "panel": label, "topic": "adaptive", "sparse_init": ""}
+    for label, seeds in comparison.groupby("label", sort=True) if not comparison.empty else []:
         by_seed = seeds.set_index("seed")
         for method, prefix in zip(METHODS[1:], ("a", "b"), strict=True):
             if f"{prefix}_acc" in by_seed:
-                rows.append({**context, "a": METHODS[0], "b": method,
+                rows.append({**_context(seeds, label), "a": METHODS[0], "b": method,
                              **stats.compare(by_seed["pbt_acc"], by_seed[f"{prefix}_acc"])})
-    for setting, runs in comparison.groupby("setting", sort=True):
-        context = {**runs.iloc[0][CONTEXT].to_dict(), "panel": setting, "topic": "adaptive", "sparse_init": ""}
+    for setting, runs in comparison.groupby("setting", sort=True) if not comparison.empty else []:
         by_weight = {w: part.set_index("seed")["pbt_acc"] for w, part in runs.groupby("capacity_weight")}
         for low, high in itertools.combinations(sorted(by_weight), 2):
-            rows.append({**context, "a": f"PBT, capacity weight {high:g}", "b": f"PBT, capacity weight {low:g}",
-                         **stats.compare(by_weight[high], by_weight[low])})
+            rows.append({**_context(runs, setting), "a": f"PBT, capacity weight {high:g}",
+                         "b": f"PBT, capacity weight {low:g}", **stats.compare(by_weight[high], by_weight[low])})
     return pd.DataFrame(rows).reindex(columns=[c for c in COLUMNS if c not in ("p_adjusted", "mde", "verdict")])
+
+
+def _context(seeds: pd.DataFrame, panel: str) -> dict:
+    """The findings.csv context of one adaptive comparison: no density or init of its own."""
+    return {**seeds.iloc[0][CONTEXT].to_dict(), "panel": panel, "topic": "adaptive", "sparse_init": ""}
 
 
 def verdict_lines(rows: pd.DataFrame) -> list[str]:
@@ -236,14 +238,13 @@ def settings_figure(exp: Adaptive, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def sections(loaded: Loaded, out: Path, verdicts: pd.DataFrame,
+def sections(loaded: Loaded, out: Path, comparison: pd.DataFrame, verdicts: pd.DataFrame,
              progress: Callable[[str], None] = lambda _line: None) -> list[str]:
-    """The report's adaptive section (empty when no adaptive experiment was loaded); `verdicts`: the adjusted
-    rows of `comparisons`."""
+    """The report's adaptive section (empty when no adaptive experiment was loaded); `comparison`: `compare`'s
+    frame, `verdicts`: the adjusted rows of `comparisons(comparison)`."""
     found = [exp for exp in experiments(loaded) if not exp.runs.empty]
     if not found:
         return []
-    comparison = compare(loaded)
     table = summary(comparison)
     lines = ["## Adaptive DST (population-based training)", "",
              "Members ranked after each task on validation ACC over the tasks so far (minus the capacity weight x "

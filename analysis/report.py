@@ -87,7 +87,8 @@ def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
     table = tables.summary(static.runs)
     for path in tables.write_tables(table, out / "tables"):
         progress(f"wrote {path.relative_to(out)}")
-    rows = verdicts(static, loaded, table)
+    pbt = adaptive.compare(loaded)  # one row per adaptive experiment: each method's choice and its ACC
+    rows = verdicts(static, pbt, table)
     rows.to_csv(out / "tables" / "findings.csv", index=False)
     progress("wrote tables/findings.csv")
     found = findings.sentences(rows, table, static.runs)
@@ -95,18 +96,19 @@ def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
     drawn = _figures(static, table, bests, rows, out, progress)
     sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found, rows),
                 _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress),
-                *adaptive.sections(loaded, out, rows[rows["topic"] == "adaptive"], progress)]
+                *adaptive.sections(loaded, out, pbt, rows[rows["topic"] == "adaptive"], progress)]
     report = out / "report.md"
     report.write_text("\n\n".join(sections) + "\n")
     progress(f"wrote {report.relative_to(out)}")
     return report
 
 
-def verdicts(static: Loaded, loaded: Loaded, table: pd.DataFrame) -> pd.DataFrame:
-    """Every comparison the report makes (init, growth, adaptive), adjusted as one family: findings.COLUMNS."""
+def verdicts(static: Loaded, pbt: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison the report makes (init, growth, adaptive), adjusted as one family: findings.COLUMNS.
+    `pbt`: `adaptive.compare`'s frame."""
     grid = findings.comparisons(static.runs, table)
-    pbt = adaptive.comparisons(adaptive.compare(loaded))
-    rows = pd.concat([grid, pbt], ignore_index=True) if not pbt.empty else grid
+    adaptive_rows = adaptive.comparisons(pbt)
+    rows = pd.concat([grid, adaptive_rows], ignore_index=True) if not adaptive_rows.empty else grid
     return stats.family(rows)[findings.COLUMNS]
 
 

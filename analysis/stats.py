@@ -71,9 +71,8 @@ def paired_test(differences: ArrayLike) -> PairedTest:
     # such a spread measures the lattice, not the seeds, and would make t arbitrarily large.
     constant = sd < RESOLUTION
     p_value = np.array(result.pvalue, dtype=float)
-    for index in np.ndindex(constant.shape):
-        if constant[index]:
-            p_value[index] = sign_flip_p(d[index])
+    for index in map(tuple, np.argwhere(constant)):
+        p_value[index] = sign_flip_p(d[index])
     sd = np.where(constant, 0.0, sd)  # no spread: no t-interval either
     return PairedTest(n, diff, sd, np.where(constant, np.nan, ci.low), np.where(constant, np.nan, ci.high), p_value)
 
@@ -138,9 +137,9 @@ def t_interval(mean: ArrayLike, std: ArrayLike, n: ArrayLike) -> tuple[np.ndarra
     """The 95% t-interval of a mean over n seeds from its sample std (NaN below 2 seeds)."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * np.asarray(std, dtype=float) / np.sqrt(n)
-    half = np.where(n >= 2, half, np.nan)
-    return np.asarray(mean) - half, np.asarray(mean) + half
+        low, high = stats.t.interval(CONFIDENCE, n - 1, loc=np.asarray(mean, dtype=float),
+                                     scale=np.asarray(std, dtype=float) / np.sqrt(n))
+    return np.where(n >= 2, low, np.nan), np.where(n >= 2, high, np.nan)
 
 
 def compare(a: pd.Series, b: pd.Series) -> dict:
@@ -161,8 +160,8 @@ def compare(a: pd.Series, b: pd.Series) -> dict:
 def leader_first(a_name: str, a: pd.Series, b_name: str, b: pd.Series) -> dict:
     """`compare` with a and b ordered so that the mean difference a - b is >= 0; names in "a" and "b"."""
     row = compare(a, b)
-    if row["diff"] < 0:
-        row = compare(b, a)
+    if row["diff"] < 0:  # the test is symmetric: b - a has the negated mean and the mirrored interval
+        row.update(diff=-row["diff"], ci_low=-row["ci_high"], ci_high=-row["ci_low"])
         a_name, b_name = b_name, a_name
     return {"a": a_name, "b": b_name, **row}
 
