@@ -1,5 +1,6 @@
 """Measure the report's verdicts (analysis/stats.py) on simulated sweeps with known effects, beside the
-largest-std rule they replaced: `python scripts/calibrate_stats.py [--families 4000]` prints Markdown tables.
+largest-std rule they replaced: `python -m analysis.calibration [--families 4000]` prints a Markdown table.
+tests/test_stats.py checks the same simulations' error rates.
 
 A simulated panel is the paper grid's: 2 inits x 4 growth criteria x 3 densities, run with the same
 seeds. A run's final ACC is its configuration's true mean + its seed's offset (shared by every
@@ -19,19 +20,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import stats  # noqa: E402
+from analysis import stats
 
 SIGMA = 1.0
 TASK_IMAGES = np.array([72, 73, 71, 74, 70])
 COMPARISONS = 39
 
 
-def runs(rng: np.random.Generator, families: int, seeds: int, noise: str, init_effect: float) -> np.ndarray:
+def simulate(rng: np.random.Generator, families: int, seeds: int, noise: str, init_effect: float) -> np.ndarray:
     """Final ACC (families, seeds, init, growth, density); ERK (init 0) gets `init_effect` at the first density."""
     shape = (families, seeds, 2, 4, 3)
     offset = rng.normal(0.0, 3.0, size=shape[:2])[..., None, None, None]
@@ -59,6 +58,7 @@ def differences(acc: np.ndarray) -> np.ndarray:
 
 
 def holm_real(p_values: np.ndarray) -> np.ndarray:
+    """(families, m) p-values -> which comparisons are `real` after Holm within each family."""
     return np.stack([stats.holm(p) < stats.ALPHA for p in p_values])
 
 
@@ -83,11 +83,11 @@ def table(families: int, noises: list[str], seed_counts: list[int]) -> list[str]
     print("\n".join(lines), flush=True)
     rng = np.random.default_rng(0)
     for noise, seeds in itertools.product(noises, seed_counts):
-        null = runs(rng, families, seeds, noise, 0.0)
+        null = simulate(rng, families, seeds, noise, 0.0)
         init_rule, growth_rule = old_rule(null)
         real = holm_real(stats.paired_test(differences(null)).p_value)
         sd_d = SIGMA / np.sqrt(2)  # ERK - uniform averaged over 4 criteria (Gaussian models)
-        effect = runs(rng, families, seeds, noise, 2 * sd_d)
+        effect = simulate(rng, families, seeds, noise, 2 * sd_d)
         found_rule = old_rule(effect)[0].mean()
         p = stats.paired_test(differences(effect)).p_value
         found = holm_real(p)[:, 0].mean()

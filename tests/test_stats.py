@@ -1,47 +1,28 @@
 """analysis/stats.py: hand-checked formulas, and calibration on simulated sweeps with known effects.
 
-The simulations are shaped like a real sweep: every run's ACC is the configuration's true mean, plus an
-offset its seed shares with every configuration (model init, class order), plus the run's own noise.
-A family is one panel of the paper grid: 2 inits x 4 growth criteria x 3 densities, 39 comparisons
-(3 init comparisons averaged over growth within each seed, 36 growth pairs), adjusted with Holm.
+The simulations (analysis/calibration.py) are shaped like a real sweep: every run's ACC is the
+configuration's true mean, plus an offset its seed shares with every configuration (model init, class
+order), plus the run's own noise. A family is one panel of the paper grid: 2 inits x 4 growth criteria x
+3 densities, 39 comparisons (3 init comparisons averaged over growth within each seed, 36 growth pairs),
+adjusted with Holm.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
 
-from analysis import stats
+from analysis import calibration, stats
 
 FAMILIES = 2000
-SEED_SD, RUN_SD = 3.0, 1.0  # seed offsets dwarf the run noise, as in real sweeps
 
 
 def tolerance(rate: float, trials: int = FAMILIES) -> float:
     """4 standard errors of a simulated rate: a correct machine fails a check about once in 16,000 runs, and a
     wrong one (a z-interval, a missing correction) is still far outside."""
     return 4 * (rate * (1 - rate) / trials) ** 0.5
-
-
-def panel_differences(rng: np.random.Generator, seeds: int, init_effect: float = 0.0) -> np.ndarray:
-    """Simulated per-seed differences of one panel's 39 comparisons: (FAMILIES, 39, seeds). `init_effect` is
-    added to ERK (init index 0) at the first density only."""
-    shape = (FAMILIES, seeds, 2, 4, 3)  # (family, seed, init, growth, density)
-    acc = rng.normal(0.0, SEED_SD, size=shape[:2])[..., None, None, None] + rng.normal(0.0, RUN_SD, size=shape)
-    acc[:, :, 0, :, 0] += init_effect
-    init = (acc[:, :, 0] - acc[:, :, 1]).mean(axis=2)  # (F, seeds, density): averaged over growth within a seed
-    growth = [acc[:, :, :, a] - acc[:, :, :, b] for a, b in itertools.combinations(range(4), 2)]  # (F, seeds, 2, 3)
-    columns = [init[:, :, d] for d in range(3)] + [g[:, :, i, d] for g in growth for i in range(2) for d in range(3)]
-    return np.stack(columns, axis=1)  # (F, 39, seeds)
-
-
-def holm_real(p_values: np.ndarray) -> np.ndarray:
-    """(FAMILIES, m) p-values -> which comparisons are `real` after Holm within each family."""
-    return np.stack([stats.holm(p) < stats.ALPHA for p in p_values])
 
 
 def test_holm_on_a_hand_checked_family() -> None:
@@ -127,8 +108,8 @@ def test_power_and_the_minimum_detectable_difference_agree(seeds: int) -> None:
 def test_null_sweeps_call_something_real_in_at_most_5_percent_of_families(seeds: int) -> None:
     """Every configuration equal, seed offsets shared: the familywise false-`real` rate of Holm."""
     rng = np.random.default_rng(seeds)
-    test = stats.paired_test(panel_differences(rng, seeds))
-    false_real = holm_real(test.p_value).any(axis=1).mean()
+    test = stats.paired_test(calibration.differences(calibration.simulate(rng, FAMILIES, seeds, "gaussian", 0.0)))
+    false_real = calibration.holm_real(test.p_value).any(axis=1).mean()
     assert false_real <= stats.ALPHA + tolerance(stats.ALPHA), false_real
     # and per comparison, before the correction, the t-test holds its level
     assert abs((test.p_value < stats.ALPHA).mean() - stats.ALPHA) < 0.01
@@ -138,9 +119,10 @@ def test_null_sweeps_call_something_real_in_at_most_5_percent_of_families(seeds:
 def test_a_2_sigma_effect_is_found_at_the_power_the_mde_column_predicts(seeds: int) -> None:
     """A true ERK effect of 2 sd of its paired difference at one density; the other 38 comparisons null."""
     rng = np.random.default_rng(100 + seeds)
-    sd = RUN_SD * (2 / 4) ** 0.5  # ERK - uniform averaged over 4 growth criteria
-    test = stats.paired_test(panel_differences(rng, seeds, init_effect=2 * sd))
-    found = holm_real(test.p_value)[:, 0].mean()
+    sd = calibration.SIGMA * (2 / 4) ** 0.5  # ERK - uniform averaged over 4 growth criteria
+    effect = calibration.simulate(rng, FAMILIES, seeds, "gaussian", 2 * sd)
+    test = stats.paired_test(calibration.differences(effect))
+    found = calibration.holm_real(test.p_value)[:, 0].mean()
     # the mde column is at Holm's strictest level alpha / m; Holm's later steps can only help
     predicted = float(stats.power(2 * sd, sd, seeds, stats.ALPHA / 39))
     assert predicted - tolerance(predicted) <= found <= predicted + tolerance(predicted) + 0.02, (found, predicted)
