@@ -62,7 +62,8 @@ def acc_vs_density(table: pd.DataFrame, path: Path) -> Path | None:
             ax.minorticks_off()
         ax.set_xticks(densities, labels=[f"{d:g}" for d in densities])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="init / growth", title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+        if ax.get_legend_handles_labels()[0]:  # a PBT member whose growth varied over its tasks draws no line
+            ax.legend(fontsize=8, title="init / growth", title_fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
     fig.suptitle("Final accuracy vs density (error bars: std over seeds)")
     return save(fig, path)
 
