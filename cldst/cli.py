@@ -1,4 +1,5 @@
-"""`cldst` console entry point: `cldst train ...` runs one experiment, `cldst data ...` manages datasets.
+"""`cldst` console entry point: `cldst train ...` runs one experiment, `cldst data ...` manages datasets,
+`cldst results compact DIR` merges a results folder's finished trials into a few files.
 
 Bad input exits with code 2 and one line naming the problem, before anything is written.
 """
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["download", "check"])
     data.add_argument("name", help="benchmark name")
     data.add_argument("--data-root", "--data_root", default="./data")
+    results = commands.add_parser("results", help="maintain a results folder")
+    results.add_argument("action", choices=["compact"], help="compact: merge finished trials' part files")
+    results.add_argument("folders", nargs="+", metavar="DIR", help="an experiment folder, or a folder of them")
     return parser
 
 
@@ -126,8 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "train":
             train(args)
-        else:
+        elif args.command == "data":
             data_command(args)
+        else:
+            results_command(args)
     except (ConfigError, DataError, CheckpointError, ResultsError) as err:
         fail(str(err))
 
@@ -140,6 +146,17 @@ def data_command(args: argparse.Namespace) -> None:
         return
     bench = data.load_benchmark(name, args.data_root)
     print(f"{name}: train {bench.train_x.shape}, test {bench.test_x.shape}, {bench.num_classes} classes")
+
+
+def results_command(args: argparse.Namespace) -> None:
+    from cldst.compaction import compact
+    from cldst.results import experiment_dirs
+    experiments = [path for folder in args.folders for path in experiment_dirs(folder)]  # all checked first
+    for experiment_dir in experiments:
+        done = compact(experiment_dir)
+        print(done.summary())
+        for _path, reason in done.skipped:
+            print(f"warning: left out, not merged: {reason}", file=sys.stderr)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

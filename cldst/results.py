@@ -1,96 +1,46 @@
-"""The Parquet results contract (DESIGN.md): schema, atomic writer, and the one reader.
+"""Writing Parquet results (DESIGN.md): the rows a trial produces and the atomic writer of its part files.
 
-A results directory `<root>/<experiment>/` holds `tasks/part-<trial_id>.parquet` (one row
-per task learned) and `runs/part-<trial_id>.parquet` (one row per finished trial). This
-module imports no torch and no ray: `analysis/` reads results on a laptop with neither.
+A results directory `<root>/<experiment>/` holds `tasks/part-<trial_id>.parquet` (one row per task learned)
+and `runs/part-<trial_id>.parquet` (one row per finished trial); `cldst results compact` merges finished
+trials' parts into `compact-<generation>.parquet` files (compaction.py). The schema is in schema.py, the
+reader in reader.py. No torch and no ray: `analysis/` reads results on a laptop with neither.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cldst import metrics
 from cldst.config import PER_TASK_FIELDS
+from cldst.reader import Results, experiment_dirs, load, read_part, trial_rows
+from cldst.schema import (
+    CONFIG_COLUMNS,
+    CONFIG_FIELDS,
+    KINDS,
+    PART_PATTERN,
+    REQUIRED,
+    ROW_STAMPS,
+    RUN_STATUSES,
+    RUNS_SCHEMA,
+    SCHEMA_VERSION,
+    SCHEMAS,
+    TASKS_SCHEMA,
+    ResultsError,
+)
 
-# 1: the columns DESIGN.md lists as version 1 (files that hold exactly those stay readable forever; the
-#    extras below that cldst 1 also wrote, and schema_version itself, read as null when absent).
-# 2: protocol and val_fraction (config); tasks: val_acc, val_avg_acc, parent_trial_id; runs: val_acc,
-#    val_acc_matrix.
-SCHEMA_VERSION = 2
-KINDS = ("tasks", "runs")
-RUN_STATUSES = ("ok", "error", "stopped")
-PART_PATTERN = re.compile(r"^part-(?P<trial_id>[A-Za-z0-9_.-]+)\.parquet$")
-
-CONFIG_FIELDS = [
-    ("benchmark", pa.string()), ("net", pa.string()), ("num_tasks", pa.int64()),
-    ("classes_per_task", pa.int64()), ("sparse_init", pa.string()), ("growth", pa.string()),
-    ("prune", pa.string()), ("density", pa.float64()), ("update_frequency", pa.int64()),
-    ("death_rate", pa.float64()), ("epochs", pa.int64()), ("batch_size", pa.int64()),
-    ("lr", pa.float64()), ("optimizer", pa.string()), ("seed", pa.int64()),
-    ("protocol", pa.string()), ("val_fraction", pa.float64()),
-]
-CONFIG_COLUMNS = [name for name, _ in CONFIG_FIELDS]
-
-_COMMON = [
-    ("schema_version", pa.int32()), ("experiment", pa.string()), ("trial_id", pa.string()),
-    *CONFIG_FIELDS,
-    ("config_json", pa.string()),  # the whole resolved RunConfig, for exact reruns
-    ("node", pa.string()),
-]
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-TASKS_SCHEMA = pa.schema(_COMMON + [
-    ("task", pa.int64()),
-    ("acc", pa.list_(pa.float64())),  # accuracy (%) on tasks 0..task after learning `task`
-    ("fwt_acc", pa.list_(pa.float64())),  # this task's subnetwork on later tasks (reference FWT)
-    ("avg_acc", pa.float64()), ("bwt", pa.float64()),
-    ("val_acc", pa.list_(pa.float64())), ("val_avg_acc", pa.float64()),  # null without a validation split
-    ("parent_trial_id", pa.string()),  # the trial whose checkpoint this task started from; null: its own
-    ("task_density", pa.float64()), ("capacity_used", pa.float64()),
-    ("reused_fraction", pa.float64()), ("fired_fraction", pa.float64()),
-    ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
-    ("created_at", _TIMESTAMP),
-])
-
-RUNS_SCHEMA = pa.schema(_COMMON + [
-    ("status", pa.string()), ("error", pa.string()),
-    ("tasks_done", pa.int64()),
-    ("acc_matrix", pa.list_(pa.list_(pa.float64()))),
-    ("acc", pa.float64()), ("bwt", pa.float64()), ("fwt", pa.float64()),
-    ("incremental_acc", pa.list_(pa.float64())),
-    ("val_acc", pa.float64()), ("val_acc_matrix", pa.list_(pa.list_(pa.float64()))),  # null without a split
-    ("total_seconds", pa.float64()),
-    ("created_at", _TIMESTAMP),
-])
-
-SCHEMAS = {"tasks": TASKS_SCHEMA, "runs": RUNS_SCHEMA}
-ROW_STAMPS = ("created_at", "parent_trial_id")  # tasks columns set by the writer, not taken from the metrics
-# DESIGN.md's version-1 columns: a file must hold these; any other column it lacks reads as null.
-REQUIRED = {
-    "tasks": ["experiment", "trial_id", *CONFIG_COLUMNS[:15], "task", "acc", "avg_acc", "bwt", "task_density",
-              "capacity_used", "reused_fraction", "fired_fraction", "train_seconds", "images_per_second",
-              "created_at"],
-    "runs": ["experiment", "trial_id", *CONFIG_COLUMNS[:15], "status", "error", "acc_matrix", "acc", "bwt", "fwt",
-             "incremental_acc", "total_seconds", "created_at"],
-}
-
-
-class ResultsError(RuntimeError):
-    """A results directory or part file that cannot be read as cldst results."""
-
+# The results API in one import: the contract (schema.py) and the reader (reader.py) beside the writer.
+__all__ = ["CONFIG_COLUMNS", "CONFIG_FIELDS", "KINDS", "REQUIRED", "RUNS_SCHEMA", "RUN_STATUSES", "SCHEMAS",
+           "SCHEMA_VERSION", "TASKS_SCHEMA", "Results", "ResultsError", "check_writable", "common_columns",
+           "experiment_dirs", "load", "now", "part_path", "read_part", "run_row", "task_row", "trial_rows",
+           "upsert_task_rows", "write_part", "write_table"]
 
 def common_columns(config: dict, experiment: str, trial_id: str, node: str) -> dict:
     """The columns every row carries, from a resolved RunConfig dict."""
@@ -109,14 +59,16 @@ def _constant(value: object) -> object:
     return value
 
 
-def task_row(common: dict, task_metrics: dict, parent_trial_id: str | None = None) -> dict:
+def task_row(common: dict, task_metrics: dict, parent_trial_id: str | None = None, discarded: bool = False) -> dict:
     """A `tasks` row: the common columns plus the schema's task metrics, picked by name from
     `task_metrics` (a TaskResult as a dict, or a Tune result); other keys are ignored. The per-task
-    settings (density, growth, ...) are the ones that task trained with, where the metrics hold them."""
+    settings (density, growth, ...) are the ones that task trained with, where the metrics hold them. `discarded`:
+    a PBT exploit replaced the weights this task trained by a donor's, so the member's later tasks do not build
+    on it (the row keeps the member's curves and counts complete)."""
     names = [name for name in TASKS_SCHEMA.names if name not in common and name not in ROW_STAMPS]
     settings = {name: task_metrics[name] for name in PER_TASK_FIELDS if task_metrics.get(name) is not None}
     return {**common, **settings, **{name: task_metrics[name] for name in names}, "parent_trial_id": parent_trial_id,
-            "created_at": now()}
+            "discarded": discarded, "created_at": now()}
 
 
 def run_row(common: dict, task_rows: list[dict], status: str, error: str | None,
@@ -169,18 +121,21 @@ def part_path(experiment_dir: str | os.PathLike, kind: str, trial_id: str) -> Pa
 
 
 def write_part(experiment_dir: str | os.PathLike, kind: str, trial_id: str, rows: list[dict]) -> Path:
-    """Write one trial's rows of `kind`, atomically: a temp file in the same folder, then rename.
-
-    A crash leaves either the old file or the new one under the final name, never a partial
-    one; temp files start with '.' and the reader ignores them.
-    """
+    """Write one trial's rows of `kind`, atomically (write_table)."""
     schema = SCHEMAS[kind]
     for row in rows:
         missing, extra = set(schema.names) - set(row), set(row) - set(schema.names)
         if missing or extra:
             raise ValueError(f"{kind} row: missing columns {sorted(missing)}, unknown columns {sorted(extra)}")
-    table = pa.Table.from_pylist(rows, schema=schema)
-    final = part_path(experiment_dir, kind, trial_id)
+    return write_table(pa.Table.from_pylist(rows, schema=schema), part_path(experiment_dir, kind, trial_id))
+
+
+def write_table(table: pa.Table, final: Path) -> Path:
+    """Write `table` to `final` atomically: a temp file in the same folder, then rename.
+
+    A crash leaves either the old file or the new one under the final name, never a partial
+    one; temp files start with '.' and the reader ignores them.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
@@ -205,165 +160,6 @@ def upsert_task_rows(experiment_dir: str | os.PathLike, trial_id: str, rows: lis
         kept = [row for row in read_part(path, "tasks").to_pylist() if row["task"] not in new_tasks]
     merged = sorted(kept + rows, key=lambda row: row["task"])
     return write_part(experiment_dir, "tasks", trial_id, merged)
-
-
-def read_part(path: str | os.PathLike, kind: str) -> pa.Table:
-    """Read and check one part file; any problem is a ResultsError naming the file."""
-    path = Path(path)
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as err:
-        raise ResultsError(f"{path}: not a readable Parquet file ({err})") from err
-    _check_columns(path, table.schema, kind)
-    versions = set(table.column("schema_version").to_pylist()) if "schema_version" in table.column_names else {1}
-    _check_versions(path, versions)
-    return _conform(table, kind, path)
-
-
-def _check_columns(path: Path, schema: pa.Schema, kind: str) -> None:
-    missing = [name for name in REQUIRED[kind] if name not in schema.names]
-    if missing:
-        raise ResultsError(f"{path}: lacks the {kind} columns {missing} (found {schema.names}); "
-                           f"not a cldst {kind} file")
-
-
-def _check_versions(path: Path, versions: set) -> None:
-    newer = sorted(v for v in versions if v is None or v > SCHEMA_VERSION or v < 1)
-    if newer:
-        raise ResultsError(f"{path}: schema_version {newer}, but this cldst reads versions 1 to {SCHEMA_VERSION}; "
-                           f"read it with the cldst that wrote it")
-
-
-def _conform(table: pa.Table, kind: str, where: object) -> pa.Table:
-    """`table` in this version's schema: columns added after the file's version read as null."""
-    expected = SCHEMAS[kind]
-    for name in expected.names:
-        if name not in table.column_names:
-            table = table.append_column(expected.field(name), pa.nulls(len(table), expected.field(name).type))
-    try:
-        return table.select(expected.names).cast(expected)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise ResultsError(f"{where}: columns of the wrong type ({err})") from err
-
-
-LOCAL = pafs.LocalFileSystem()
-
-
-def _footer(parquet: ds.ParquetFileFormat, path: Path, kind: str) -> tuple[ds.ParquetFileFragment, pa.Schema]:
-    """One part file checked from its footer alone: readable, the kind's columns, a readable schema_version
-    (from the column statistics cldst's writer stores; the column itself where they are missing)."""
-    try:
-        fragment = parquet.make_fragment(str(path), filesystem=LOCAL)
-        schema = fragment.physical_schema
-        _check_columns(path, schema, kind)
-        versions: set = {1}
-        if "schema_version" in schema.names:
-            metadata = fragment.metadata
-            versions = set()
-            for group in range(metadata.num_row_groups):
-                columns = metadata.row_group(group)
-                column = next(columns.column(i) for i in range(columns.num_columns)
-                              if columns.column(i).path_in_schema == "schema_version")
-                stats = column.statistics
-                if stats is None or not stats.has_min_max or stats.null_count:
-                    versions = set(fragment.to_table(columns=["schema_version"]).column(0).to_pylist())
-                    break
-                versions |= {stats.min, stats.max}
-    except (OSError, pa.ArrowException) as err:
-        raise ResultsError(f"{path}: not a readable Parquet file ({err})") from err
-    _check_versions(path, versions)
-    return fragment, schema
-
-
-def _read_kind(paths: list[Path], kind: str, bad: Callable[[Path, ResultsError], None]) -> list[pa.Table]:
-    """The part files of one kind: each checked from its footer, then every file of one schema read in one
-    Arrow scan (per-file reads in Python cost about 4x the scan). A file whose footer reads but whose data
-    does not sends its schema's files back to the one-by-one reader, which names it."""
-    parquet = ds.ParquetFileFormat()
-    by_schema: dict[pa.Schema, list[tuple[Path, ds.ParquetFileFragment]]] = {}
-    for path in paths:
-        try:
-            fragment, schema = _footer(parquet, path, kind)
-        except ResultsError as err:
-            bad(path, err)
-            continue
-        by_schema.setdefault(schema, []).append((path, fragment))
-    tables = []
-    for schema, members in by_schema.items():
-        try:
-            scanned = ds.FileSystemDataset([fragment for _path, fragment in members], schema, parquet).to_table()
-            tables.append(_conform(scanned, kind, members[0][0]))
-        except (OSError, pa.ArrowException, ResultsError):
-            for path, _fragment in members:
-                try:
-                    tables.append(read_part(path, kind))
-                except ResultsError as err:
-                    bad(path, err)
-    return tables
-
-
-@dataclass
-class Results:
-    """Everything under a results folder: one table per kind, plus the files left out."""
-
-    tasks: pa.Table
-    runs: pa.Table
-    experiments: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-
-def experiment_dirs(root: str | os.PathLike) -> list[Path]:
-    """`root` itself if it is an experiment folder, else the experiment folders inside it."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ResultsError(f"{root}: {'a file, not a' if root.exists() else 'no such'} results directory")
-    if any((root / kind).is_dir() for kind in KINDS):
-        return [root]
-    found = sorted(p for p in root.iterdir() if p.is_dir() and any((p / k).is_dir() for k in KINDS))
-    if not found:
-        raise ResultsError(f"{root}: no cldst results here (expected tasks/ and runs/ folders, "
-                           f"or experiment folders that hold them)")
-    return found
-
-
-def load(root: str | os.PathLike, on_bad: str = "raise") -> Results:
-    """Read every part file under `root` (an experiment folder or a folder of them).
-
-    A file that is not a valid part (stray name, truncated, wrong schema, newer version) raises
-    ResultsError, or with on_bad="skip" is left out and listed in `Results.skipped`; no bad file is
-    ever merged. Files being written (names starting with '.') are ignored. Each file's footer is
-    checked on its own; the data of all files sharing a schema is read in one Arrow scan.
-    """
-    if on_bad not in ("raise", "skip"):
-        raise ValueError(f"on_bad: {on_bad!r} is not one of raise, skip")
-    skipped: list[tuple[str, str]] = []
-
-    def bad(path: Path, err: ResultsError) -> None:
-        if on_bad == "raise":
-            raise err
-        skipped.append((str(path), str(err)))
-
-    dirs = experiment_dirs(root)
-    merged = {}
-    for kind in KINDS:
-        parts = []
-        for exp_dir in dirs:
-            folder = exp_dir / kind
-            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if path.name.startswith("."):
-                    continue
-                if PART_PATTERN.match(path.name):
-                    parts.append(path)
-                else:
-                    bad(path, ResultsError(f"{path}: stray file in a results folder (expected "
-                                           f"part-<trial_id>.parquet)"))
-        tables = _read_kind(parts, kind, bad)
-        table = pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
-        # the files' order (experiment folder, trial, task), whatever order the scans took them in
-        merged[kind] = table.sort_by([("experiment", "ascending"), ("trial_id", "ascending")]
-                                     + ([("task", "ascending")] if kind == "tasks" else []))
-    return Results(tasks=merged["tasks"], runs=merged["runs"], experiments=[d.name for d in dirs],
-                   skipped=sorted(skipped))
 
 
 def _check_trial_id(trial_id: str) -> None:
