@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -122,12 +123,15 @@ def _running_trials(runs: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the split label, every saved config field as a column and the rerun command."""
     frame = frame.reset_index(drop=True)
-    configs = [json.loads(text) if isinstance(text, str) else {} for text in frame["config_json"]]
-    extra = pd.DataFrame(configs, index=frame.index)
+    # Each distinct config once (a trial's rows share one; 10,000 trials x 10 tasks hold 10,000), then by code.
+    codes, texts = pd.factorize(frame["config_json"])  # a row without one (version 1 files): code -1
+    configs = [json.loads(text) for text in texts] + ([{}] if (codes < 0).any() else [])
+    codes = np.where(codes < 0, len(configs) - 1, codes)
+    extra = pd.DataFrame(configs).iloc[codes].set_index(frame.index)
     extra = extra[[c for c in extra.columns if c not in frame.columns]]
     frame = pd.concat([frame, extra], axis=1)
     frame["protocol"] = frame["protocol"].fillna(UNRECORDED)  # a group key: missing must not drop a run
     frame["split"] = frame["num_tasks"].astype(str) + "x" + frame["classes_per_task"].astype(str)
-    frame["command"] = [command_line(config) if config else None for config in configs]
+    frame["command"] = np.array([command_line(config) if config else None for config in configs], dtype=object)[codes]
     first = ["experiment", "trial_id", *CONFIG_COLUMNS, "split", *extra.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
