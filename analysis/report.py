@@ -22,6 +22,7 @@ from analysis.findings import Best, Finding
 from cldst.results import ResultsError, check_writable
 
 USAGE_ERROR = 2
+SKIPPED_NAMED = 5  # unreadable files named in the terminal; report.md lists them all
 
 
 class UsageError(Exception):
@@ -72,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = loaded.runs["status"].value_counts()
     print(f"report: {report}\n  {len(loaded.runs)} trials ({status_counts(counts)}) in "
           f"{len(loaded.experiments)} experiment(s); {len(loaded.skipped)} unreadable file(s) skipped")
+    for path, _reason in loaded.skipped[:SKIPPED_NAMED]:
+        print(f"  left out: {path}")
+    if len(loaded.skipped) > SKIPPED_NAMED:
+        print(f"  ... and {len(loaded.skipped) - SKIPPED_NAMED} more (the report lists each, with its reason)")
     return 0
 
 

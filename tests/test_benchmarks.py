@@ -5,7 +5,17 @@ import math
 import pytest
 import torch
 
-from benchmarks import checkpoint_cost, common, gpu_check, memory, packing, scaling, throughput, update_cost
+from benchmarks import (
+    checkpoint_cost,
+    common,
+    gpu_check,
+    memory,
+    packing,
+    results_scale,
+    scaling,
+    throughput,
+    update_cost,
+)
 
 TINY = ["--device", "cpu", "--no-append", "--warmup", "1", "--steps", "1"]
 
@@ -82,6 +92,14 @@ def test_checkpoint_cost_quick():
     rows = checkpoint_cost.main(["--quick", "--no-append"])["rows"]
     assert [(r["num_to_keep"], r["checkpoints kept"]) for r in rows] == [("1", 8), ("None", 40)]
     assert_positive(rows)
+
+
+def test_results_scale_reads_every_row_and_names_bad_files():
+    """24 trials: load and the bare scan agree on every row, before and after compaction (else it exits), and the
+    report names a stray file and a truncated part and merges neither."""
+    (record,) = results_scale.main(["--quick", "--sizes", "24", "--no-append"])
+    assert record["bad files named"] == "both, neither merged"
+    assert_positive([record], skip=("bad files named",))
 
 
 def test_gpu_check_cpu_quick_passes_every_check(capsys):
