@@ -165,14 +165,13 @@ def _what_was_run(loaded: Loaded) -> str:
     left_out = runs[runs["status"] != "ok"]
     if not left_out.empty:
         # Where a trial got to: the average accuracy after its last reported task.
-        latest = loaded.tasks.groupby(["experiment", "trial_id"])["avg_acc"].last()
+        latest = loaded.tasks.groupby(["experiment", "trial_id"])["avg_acc"].last().rename("latest")
+        left_out = left_out.join(latest, on=["experiment", "trial_id"])
+        done = left_out["tasks_done"].map(lambda n: "?" if pd.isna(n) else str(int(n)))
         lines += ["", "Trials left out of the means:", "", tables.markdown(pd.DataFrame({
             "experiment": left_out["experiment"], "trial": left_out["trial_id"], "status": left_out["status"],
-            "config": [_describe(row) for _, row in left_out.iterrows()],
-            "tasks done": [f"{'?' if pd.isna(row.tasks_done) else int(row.tasks_done)} of {row.num_tasks}"
-                           for row in left_out.itertuples()],
-            "last avg ACC": [tables.number(latest.get((row.experiment, row.trial_id), float("nan")))
-                             for row in left_out.itertuples()],
+            "config": describe(left_out), "tasks done": done + " of " + left_out["num_tasks"].astype(str),
+            "last avg ACC": left_out["latest"].map(tables.number),
             "error": [str(e).splitlines()[0] if isinstance(e, str) else "–" for e in left_out["error"]]}))]
     if loaded.skipped:
         lines += ["", f"Unreadable result files left out ({len(loaded.skipped)}):", ""]
@@ -180,9 +179,11 @@ def _what_was_run(loaded: Loaded) -> str:
     return "\n".join(lines)
 
 
-def _describe(row: pd.Series) -> str:
-    return (f"{row['benchmark']} {row['net']} {row['split']} {row['sparse_init']}/{row['growth']} "
-            f"density {row['density']:g} seed {row['seed']}")
+def describe(runs: pd.DataFrame) -> pd.Series:
+    """Each run's configuration in a few words."""
+    return (runs["benchmark"] + " " + runs["net"] + " " + runs["split"] + " " + runs["sparse_init"] + "/"
+            + runs["growth"].astype(str) + " density " + runs["density"].map("{:g}".format) + " seed "
+            + runs["seed"].astype(str))
 
 
 def _results(table: pd.DataFrame) -> str:
