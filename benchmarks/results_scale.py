@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +56,14 @@ def write_trials(folder: Path, n: int) -> None:
         results.write_part(folder, "runs", common["trial_id"], [results.run_row(common, rows, "ok", None, 10.0)])
 
 
-def timed(fn: callable) -> tuple[float, object]:
-    started = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - started, out
+def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
+    """The median seconds of `repeats` calls (other work on the machine skews single timings), and the last output."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = fn()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), out
 
 
 def bare_scan(folder: Path) -> int:
@@ -65,17 +71,16 @@ def bare_scan(folder: Path) -> int:
     return sum(ds.dataset(folder / kind, format="parquet").to_table().num_rows for kind in results.KINDS)
 
 
-def report(folder: Path, out: Path) -> tuple[float, str]:
-    """`python -m analysis.report` as a user runs it (a fresh process: imports included)."""
-    started = time.perf_counter()
+def report(folder: Path, out: Path) -> str:
+    """`python -m analysis.report` as a user runs it (a fresh process: imports included); its terminal output."""
     done = subprocess.run([sys.executable, "-m", "analysis.report", str(folder), "--out", str(out)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"analysis.report failed on {folder}: {done.stderr.strip()[-500:]}")
-    return time.perf_counter() - started, done.stdout + done.stderr
+    return done.stdout + done.stderr
 
 
-def measure(n: int, scratch: Path) -> dict:
+def measure(n: int, scratch: Path, repeats: int) -> dict:
     """One size: written, read as the sweep left it, compacted, read again, then damaged and reported."""
     folder = scratch / f"n{n}" / "exp"
     write_s, _ = timed(lambda: write_trials(folder, n))
@@ -84,12 +89,13 @@ def measure(n: int, scratch: Path) -> dict:
     for state in ("parts", "compacted"):
         if state == "compacted":
             record["compact s"], _ = timed(lambda: compaction.compact(folder))
-        bare_s, bare_rows = timed(lambda: bare_scan(folder))
-        load_s, loaded = timed(lambda: results.load(folder))
+        bare_s, bare_rows = timed(lambda: bare_scan(folder), repeats)
+        load_s, loaded = timed(lambda: results.load(folder), repeats)
         if (loaded.tasks.num_rows + loaded.runs.num_rows, bare_rows) != (rows, rows):
             raise SystemExit(f"{n} trials ({state}): read {loaded.tasks.num_rows + loaded.runs.num_rows} rows "
                              f"(bare scan {bare_rows}), expected {rows}")
-        report_s, _ = report(folder, scratch / f"n{n}" / f"report-{state}")
+        out = scratch / f"n{n}" / f"report-{state}"
+        report_s, _ = timed(lambda out=out: report(folder, out), repeats)
         record.update({f"bare scan s ({state})": bare_s, f"load s ({state})": load_s,
                        f"load / bare ({state})": load_s / bare_s, f"report s ({state})": report_s})
     record["bad files named"] = damaged_report(folder, scratch / f"n{n}" / "report-damaged", n)
@@ -103,7 +109,7 @@ def damaged_report(folder: Path, out: Path, trials: int) -> str:
     victim = next(iter(sorted((folder / "runs").glob("compact-*.parquet"))))
     cut = folder / "runs" / "part-cut.parquet"
     cut.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    _seconds, text = report(folder, out)
+    text = report(folder, out)
     named = all(f"left out: {path}" in text for path in (stray, cut))
     merged_neither = f"  {trials} trials ({trials} ok," in text  # the cut copy of every trial's runs row: none in
     return "both, neither merged" if named and merged_neither else f"FAILED: named {named}, merged {not merged_neither}"
@@ -113,15 +119,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     argv = sys.argv[1:] if argv is None else argv
     parser = common.parser(__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", help="trial counts (default: by mode)")
+    parser.add_argument("--repeats", type=int, help="timings per measure, the median kept (default: 3; --quick 1)")
     args: argparse.Namespace = parser.parse_args(argv)
     sizes = args.sizes or ([24, 240] if args.quick else [200, 2000, 10000, 50000])
     records = []
     with tempfile.TemporaryDirectory(prefix="results-scale-") as scratch:
         for n in sizes:
-            records.append(measure(n, Path(scratch)))
+            records.append(measure(n, Path(scratch), args.repeats or (1 if args.quick else 3)))
             print(common.table(records[-1:]), flush=True)  # a cut-off run still tells something
     notes = [f"{TASKS} tasks per trial, {len(CONFIGS)} configurations x N/{len(CONFIGS)} seeds, written by "
-             "cldst.results' writer; report s: `python -m analysis.report` in a fresh process (imports included)"]
+             "cldst.results' writer; report s: `python -m analysis.report` in a fresh process (imports included); "
+             "each time: the median of --repeats"]
     small, large = records[0], next((r for r in records if r["trials"] >= 10000), records[-1])
     ratio = large["report s (compacted)"] / small["report s (compacted)"]
     notes.append(f"report at {large['trials']:,} trials (compacted) / at {small['trials']:,}: {ratio:.2f}x "
