@@ -138,8 +138,7 @@ class SelectingSearch(OptunaSearch):
 
     def _record_lost(self, trial_id: str, params: dict, status: str) -> dict:
         """The runs row of a trial Tune lost, from its tasks rows: its Parquet then counts it as the study does."""
-        path = results.part_path(self.results_dir, "tasks", trial_id)
-        rows = results.read_part(path, "tasks").to_pylist() if path.exists() else []
+        rows = results.trial_rows(self.results_dir, "tasks", trial_id)
         config = RunConfig.from_dict({**self.fixed, **params}).resolve().to_dict()
         common = results.common_columns(config, self.experiment, trial_id, rows[-1]["node"] if rows else "")
         row = results.run_row(common, rows, status, LOST, None)
