@@ -36,6 +36,10 @@ PART_RANK = 10**6  # above every compaction generation (six digits): a part file
 RELISTS = 5  # reads sent back to the listing by vanished files before giving up
 
 
+class StrayFile(ResultsError):
+    """A file in a results folder that is neither a part nor a compacted file."""
+
+
 class _Vanished(Exception):
     """A listed file is gone (a compaction replaced it): read again from the listing."""
 
@@ -141,14 +145,16 @@ def listing(folder: Path, bad: Callable[[Path, ResultsError], None]) -> list[tup
         elif match := COMPACT_PATTERN.match(path.name):
             compacts.append((int(match["generation"]), [path]))
         else:
-            bad(path, ResultsError(f"{path}: stray file in a results folder (expected part-<trial_id>.parquet or "
-                                   f"compact-<generation>.parquet)"))
+            bad(path, StrayFile(f"{path}: stray file in a results folder (expected part-<trial_id>.parquet or "
+                                f"compact-<generation>.parquet)"))
     return [(PART_RANK, parts), *sorted(compacts, reverse=True)]
 
 
 def read_kind(folders: list[Path], kind: str, bad: Callable[[Path, ResultsError], None],
-              expression: pc.Expression | None = None) -> pa.Table:
-    """Every row of one kind under `folders` (each an experiment folder's `tasks/` or `runs/`), one per key."""
+              trial_id: str | None = None) -> pa.Table:
+    """Every row of one kind under `folders` (each an experiment folder's `tasks/` or `runs/`), one per key; with
+    `trial_id`, that trial's rows only, from its own part and the compacted files (other files go unread)."""
+    expression = pc.field("trial_id") == trial_id if trial_id is not None else None
     for _attempt in range(RELISTS):
         skipped: list[tuple[Path, ResultsError]] = []  # told to `bad` once the listing held still
 
@@ -156,12 +162,17 @@ def read_kind(folders: list[Path], kind: str, bad: Callable[[Path, ResultsError]
             skipped.append((path, err))
 
         try:
-            ranked = [(rank, table) for folder in folders for rank, paths in listing(folder, later)
-                      for table in scan(paths, kind, later, expression)]
+            ranked = []
+            for folder in folders:
+                for rank, paths in listing(folder, later):
+                    if trial_id is not None and rank == PART_RANK:
+                        paths = [path for path in paths if path.name == f"part-{trial_id}.parquet"]
+                    ranked += [(rank, table) for table in scan(paths, kind, later, expression)]
         except _Vanished:
             continue
         for path, err in skipped:
-            bad(path, err)
+            if trial_id is None or not isinstance(err, StrayFile):
+                bad(path, err)
         return resolve(ranked, kind)
     raise ResultsError(f"{folders[0].parent}: files kept vanishing while read ({RELISTS} times); is a compaction "
                        f"running in a loop?")
@@ -169,12 +180,12 @@ def read_kind(folders: list[Path], kind: str, bad: Callable[[Path, ResultsError]
 
 def trial_rows(experiment_dir: str | os.PathLike, kind: str, trial_id: str) -> list[dict]:
     """One trial's rows of `kind`, from its part and the compacted files, one per key (tasks: in task order).
-    Any unreadable file raises ResultsError."""
+    An unreadable file among those raises ResultsError; other trials' files and stray files are not read."""
     def bad(path: Path, err: ResultsError) -> None:
         raise err
 
-    table = read_kind([Path(experiment_dir) / kind], kind, bad, pc.field("trial_id") == trial_id)
-    return table.sort_by([("task", "ascending")] if kind == "tasks" else []).to_pylist()
+    table = read_kind([Path(experiment_dir) / kind], kind, bad, trial_id)
+    return (table.sort_by("task") if kind == "tasks" else table).to_pylist()
 
 
 @dataclass

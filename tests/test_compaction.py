@@ -181,3 +181,17 @@ def test_the_cli_compacts_and_names_bad_input(sweep: Path, capsys) -> None:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere: no such results directory" in err
+
+
+def test_one_trials_rows_ignore_other_trials_files_and_strays(sweep: Path) -> None:
+    compaction.compact(sweep)
+    (sweep / "tasks" / "notes.txt").write_text("hello")
+    (sweep / "tasks" / "part-broken.parquet").write_bytes(b"not parquet")
+    trial(sweep, "late", tasks=2, finished=False)
+    assert [row["task"] for row in results.trial_rows(sweep, "tasks", "late")] == [0, 1]
+    assert [row["avg_acc"] for row in results.trial_rows(sweep, "tasks", "b")] == [80.0, 79.0, 78.0]
+    assert results.trial_rows(sweep, "runs", "late") == []
+    cut = results.part_path(sweep, "tasks", "late")
+    cut.write_bytes(cut.read_bytes()[:50])
+    with pytest.raises(results.ResultsError, match="part-late.parquet: not a readable Parquet file"):
+        results.trial_rows(sweep, "tasks", "late")
