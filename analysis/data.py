@@ -63,7 +63,7 @@ def load_all(paths: PathLike | Iterable[PathLike], on_bad: str = "skip") -> Load
     runs_df = pa.concat_tables(runs).to_pandas().drop_duplicates(IDENTITY, keep="last")
     tasks_df = pa.concat_tables(tasks).to_pandas().drop_duplicates(IDENTITY + ["task"], keep="last")
     runs_df = pd.concat([runs_df, _running_trials(runs_df, tasks_df)], ignore_index=True)
-    return Loaded(runs=_tidy(runs_df), tasks=_tidy(tasks_df.sort_values(IDENTITY + ["task"])),
+    return Loaded(runs=_tidy(runs_df, command=True), tasks=_tidy(tasks_df.sort_values(IDENTITY + ["task"])),
                   experiment_dirs=sorted(set(dirs)), skipped=sorted(set(skipped)))
 
 
@@ -120,8 +120,8 @@ def _running_trials(runs: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     return rows.reindex(columns=runs.columns)
 
 
-def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the split label, every saved config field as a column and the rerun command."""
+def _tidy(frame: pd.DataFrame, command: bool = False) -> pd.DataFrame:
+    """Add the split label, every saved config field as a column and (`command`) the rerun command."""
     frame = frame.reset_index(drop=True)
     # Each distinct config once (a trial's rows share one; 10,000 trials x 10 tasks hold 10,000), then by code.
     codes, texts = pd.factorize(frame["config_json"])  # a row without one (version 1 files): code -1
@@ -132,6 +132,7 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat([frame, extra], axis=1)
     frame["protocol"] = frame["protocol"].fillna(UNRECORDED)  # a group key: missing must not drop a run
     frame["split"] = frame["num_tasks"].astype(str) + "x" + frame["classes_per_task"].astype(str)
-    frame["command"] = np.array([command_line(config) if config else None for config in configs], dtype=object)[codes]
+    if command:
+        frame["command"] = np.array([command_line(c) if c else None for c in configs], dtype=object)[codes]
     first = ["experiment", "trial_id", *CONFIG_COLUMNS, "split", *extra.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
