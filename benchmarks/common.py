@@ -161,13 +161,13 @@ class Trainer:
 
 def make_trainer(net: str, batch_size: int, device: torch.device, bench: Benchmark, density: float | None = None,
                  growth: str = "random", prune: str = "magnitude", update_frequency: int = 100, task: int = 1,
-                 num_tasks: int = 10, batches: Iterator[Batch] | None = None) -> Trainer:
+                 num_tasks: int = 10, batches: Iterator[Batch] | None = None, seed: int = 0) -> Trainer:
     """A trainer on task `task`; with DST, tasks 0..task-1 have been through start_task/end_task first, so
     for task > 0 they own weights and isolation is live. density=None: dense. `batches` replaces the
-    device-resident input path."""
+    device-resident input path. `seed`: the run's seed (initial weights, masks, batches)."""
     cfg = RunConfig(benchmark="cifar100", net=net, num_tasks=num_tasks, density=density or 0.2, growth=growth,
                     prune=prune, update_frequency=update_frequency, batch_size=batch_size,
-                    device=device.type).resolve()
+                    device=device.type, seed=seed).resolve()
     torch.manual_seed(cfg.seed)
     model = build_model(net, bench.channels, bench.image_size, cfg.num_classes).to(device)
     if device.type == "cuda":  # as continual.run

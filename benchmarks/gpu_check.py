@@ -4,10 +4,13 @@ runs end to end.
 
   python -m benchmarks.gpu_check                      # on CUDA: a few minutes, no network
   python -m benchmarks.gpu_check --device cpu --quick # the same checks on the CPU in about a minute
+  bash scripts/gpu_all.sh                             # on a GPU machine: this check (--quick), throughput and
+                                                      # fusion (with packing) in under 8 minutes, one command
 
-Prints one table (check, setting, result, pass/fail, seconds), appends it to benchmarks/RESULTS.md unless
---no-append, and exits 1 if any check failed. Runs go through the engine's public entry point
-`continual.run` (bf16 autocast and channels_last on CUDA, as every real run) on generated CIFAR-shaped data.
+Prints a line per check as it finishes (so a run cut off still tells something), then one table (check,
+setting, result, pass/fail, seconds), appends it to benchmarks/RESULTS.md unless --no-append, and exits 1 if
+any check failed. Runs go through the engine's public entry point `continual.run` (bf16 autocast and
+channels_last on CUDA, as every real run) on generated CIFAR-shaped data.
 
 - **isolation**: every accuracy of an earlier task is unchanged by later tasks (so BWT is exactly 0), and
   every weight and head-bias entry owned by earlier tasks is bit-identical in each later task's checkpoint.
@@ -287,8 +290,9 @@ def timed(check: str, setting: str, fn: Callable[[], Outcome]) -> Row:
     except Exception as err:  # a crash is a failed check, reported in the table with the others
         result, passed = f"{type(err).__name__}: {err}"[:300], False
     verdict = "skip" if passed is None else "pass" if passed else "FAIL"
-    return {"check": check, "setting": setting, "result": result, "pass/fail": verdict,
-            "seconds": round(time.perf_counter() - started, 1)}
+    seconds = round(time.perf_counter() - started, 1)
+    print(f"gpu_check: {verdict} {check}, {setting}: {result} ({seconds} s)", flush=True)
+    return {"check": check, "setting": setting, "result": result, "pass/fail": verdict, "seconds": seconds}
 
 
 def run_checks(device: torch.device, quick: bool) -> list[Row]:
