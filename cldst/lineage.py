@@ -1,8 +1,9 @@
 """The model a trial ended with, traced back through population-based exploits, from tasks rows alone.
 
 Under population-based training a trial may continue from another trial's checkpoint: its next tasks row
-records that trial as `parent_trial_id`. The trial's own earlier rows then describe a model it threw away;
-the model it kept learned its earlier tasks in the parent (and, recursively, in the parent's parents).
+records that trial as `parent_trial_id`. The trial's own row of the task before then describes a model it threw
+away (`discarded`); the model it kept learned its earlier tasks in the parent (and, recursively, in the parent's
+parents).
 This module imports no torch and no ray: the driver's callback and `analysis/` both use it.
 """
 
@@ -27,8 +28,10 @@ def lineage(rows_of: Callable[[str], dict[int, dict]], trial_id: str) -> list[di
     """The tasks rows of the model `trial_id` ended with, one per task from 0, each from the trial that
     learned that task for this model. `rows_of(trial)` gives a trial's rows as {task: row}.
 
-    Walking back from the trial's last task: a row whose `parent_trial_id` is set started from the parent's
-    checkpoint after the task before, so the earlier tasks come from the parent's rows.
+    Walking back from the trial's last task it did not discard (a member exploited and then stopped holds the
+    donor's model of that task, which no row names): a row whose `parent_trial_id` is set started from the
+    parent's checkpoint after the task before, so the earlier tasks come from the parent's rows. A discarded row
+    met on the way means the rows contradict each other.
     """
     cache: dict[str, dict[int, dict]] = {}
 
@@ -37,14 +40,17 @@ def lineage(rows_of: Callable[[str], dict[int, dict]], trial_id: str) -> list[di
             cache[trial] = rows_of(trial)
         return cache[trial]
 
-    own = rows(trial_id)
-    if not own:
+    kept = [task for task, row in rows(trial_id).items() if not row.get("discarded")]
+    if not kept:
         return []
-    chain, trial, task, seen = [], trial_id, max(own), set()
+    chain, trial, task, seen = [], trial_id, max(kept), set()
     while task >= 0:
         row = rows(trial).get(task)
         if row is None:
             raise LineageError(f"trial {trial}: no tasks row for task {task} (needed by the lineage of {trial_id})")
+        if row.get("discarded"):
+            raise LineageError(f"trial {trial}: its row for task {task} is discarded, yet the lineage of {trial_id} "
+                               f"builds on it")
         chain.append(row)
         parent = row.get("parent_trial_id")
         if isinstance(parent, str) and parent:  # None, or NaN from pandas: its own

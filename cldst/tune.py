@@ -3,9 +3,10 @@
 The trainable reports once per task learned (so `training_iteration` == tasks learned), each
 report carrying a checkpoint of the run at that task boundary; a restarted or retried trial
 resumes from `tune.get_checkpoint()` at the next task. The callback runs in the driver: it
-upserts one `tasks/` row per task checkpoint and writes the trial's `runs/` row when the trial ends
-(ok, error, or stopped by a scheduler), through `cldst.results`. Everything it needs after a
-driver restart is in the trial's tasks part file, so a resumed sweep never duplicates rows.
+upserts one `tasks/` row per task checkpoint (and one, `discarded`, per task a PBT exploit threw away) and
+writes the trial's `runs/` row when the trial ends (ok, error, or stopped by a scheduler), through
+`cldst.results`. Everything it needs after a driver restart is in the trial's tasks part file, so a resumed
+sweep never duplicates rows. `continue_from_surviving_checkpoint` closes a gap in Tune's resume.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import socket
 import tempfile
 from pathlib import Path
 
 import ray
 import torch
+from pyarrow.fs import FileSelector, FileType
 from ray import tune
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+from ray.train._internal.session import _TrainingResult
+from ray.tune.experiment import Trial
 
 from cldst import checkpoint, continual, lineage, results
 from cldst.config import PER_TASK_FIELDS, RunConfig
 from cldst.data import Benchmark
 
 CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # Tune's name for a trial's n-th checkpoint folder
 log = logging.getLogger(__name__)  # one line per task and per ended trial; the sweep sends it on
 
 
@@ -101,18 +108,40 @@ class ParquetCallback(tune.Callback):
         self.experiment_dir = Path(experiment_dir)
         self.experiment = experiment
         self.write_error: results.ResultsError | None = None
+        self._seen: set[str] = set()  # trials on_step_begin has looked at
+        self._dropped: set[tuple[str, int]] = set()  # (trial, task) an exploit threw away, its row written
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        """Before Tune starts a trial in this driver: a resumed trial whose checkpoint the killed driver had
+        deleted continues from the first one made after it (continue_from_surviving_checkpoint)."""
+        for trial in trials:
+            if trial.trial_id not in self._seen:
+                self._seen.add(trial.trial_id)
+                if trial.status == Trial.PENDING:
+                    continue_from_surviving_checkpoint(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: tune.experiment.Trial, result: dict,
+                        **info) -> None:
+        """The row of a task that a PBT exploit threw away before Tune kept its checkpoint: the member exploited
+        at this report, or while Tune was still saving its own report's. Tune never calls `on_checkpoint` for
+        those, so the row is written here, marked `discarded`, in the step of the exploit and so before Tune
+        saves it; if the driver dies first, the member relearns the task and its row is replaced."""
+        for member in trials:
+            report = result if member is trial else member.last_result
+            if member.status != Trial.PAUSED or not continues_another(member, report.get("tasks_done")):
+                continue
+            key = (member.trial_id, report["task"])
+            if key not in self._dropped:
+                self._dropped.add(key)
+                if report["task"] not in self._io(self._tasks_rows, member.trial_id):
+                    self._write(member, report, discarded=True)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: tune.experiment.Trial, checkpoint: tune.Checkpoint,
                       **info) -> None:
         """A task's row is written once Tune holds the task's checkpoint (rather than on its result): a
         sweep interrupted at any point resumes each trial right after the last task in its Parquet, or, if
         the driver died between this write and Tune saving its state, relearns that task and replaces its row."""
-        result = trial.last_result  # the report that carried this checkpoint
-        row = results.task_row(self._common(trial, result["node"]), result, result.get("parent_trial_id"))
-        self._io(results.upsert_task_rows, self.experiment_dir, trial.trial_id, [row])
-        log.info(f"[{trial.trial_id}] task {result['tasks_done']}/{result['num_tasks']}: avg acc "
-                 f"{result['avg_acc']:.2f}, acc on this task {result['acc_current']:.2f}, capacity used "
-                 f"{result['capacity_used']:.3f}, {result['images_per_second']:.0f} img/s")
+        self._write(trial, trial.last_result)  # the report that carried this checkpoint
 
     def on_trial_complete(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
         self._end(trial, None)
@@ -134,15 +163,26 @@ class ParquetCallback(tune.Callback):
                 f"file written so far intact: fix that, then rerun the same command to resume")
             raise self.write_error from err
 
-    def _common(self, trial: tune.experiment.Trial, node: str) -> dict:
-        config = RunConfig.from_dict(trial.config).resolve().to_dict()
-        return results.common_columns(config, self.experiment, trial.trial_id, node)
+    def _write(self, trial: tune.experiment.Trial, report: dict, discarded: bool = False) -> None:
+        """Upsert the row of the task `report` ended, with the settings it trained with (its config, from before
+        any later exploit). A row that continues another member's checkpoint also marks the member's own row of
+        the task before as discarded: the member dropped that model for the donor's."""
+        config = RunConfig.from_dict(report.get("config", trial.config)).resolve().to_dict()
+        common = results.common_columns(config, self.experiment, trial.trial_id, report["node"])
+        rows = [results.task_row(common, report, report.get("parent_trial_id"), discarded)]
+        if rows[0]["parent_trial_id"]:
+            dropped = self._io(self._tasks_rows, trial.trial_id).get(report["task"] - 1)
+            if dropped is not None and not dropped["discarded"]:
+                rows.append({**dropped, "discarded": True})
+        self._io(results.upsert_task_rows, self.experiment_dir, trial.trial_id, rows)
+        what = ("discarded: PBT continues it from another member's checkpoint" if discarded else
+                f"avg acc {report['avg_acc']:.2f}, acc on this task {report['acc_current']:.2f}, capacity used "
+                f"{report['capacity_used']:.3f}, {report['images_per_second']:.0f} img/s")
+        log.info(f"[{trial.trial_id}] task {report['tasks_done']}/{report['num_tasks']}: {what}")
 
     def _tasks_rows(self, trial_id: str) -> dict[int, dict]:
-        path = results.part_path(self.experiment_dir, "tasks", trial_id)
-        if not path.exists():
-            return {}
-        return lineage.by_trial(results.read_part(path, "tasks").to_pylist()).get(trial_id, {})  # _end: under _io
+        """A trial's tasks rows by task: from its part and, once `cldst results compact` ran, the compacted files."""
+        return {row["task"]: row for row in results.trial_rows(self.experiment_dir, "tasks", trial_id)}
 
     def _end(self, trial: tune.experiment.Trial, error: str | None) -> None:
         """The runs row, from the tasks rows on disk (they survive a driver restart). A trial that continued
@@ -157,14 +197,12 @@ class ParquetCallback(tune.Callback):
         common = results.common_columns(config.to_dict(), self.experiment, trial.trial_id,
                                         rows[-1]["node"] if rows else "")
         if error and len(rows) == common["num_tasks"]:
-            # Every task is in Parquet, so the error came after the last one: a driver killed as the trial ended
-            # can leave Tune resuming it from a checkpoint its last save had already deleted. Nothing was lost.
+            # Every task is in Parquet, so the error came after the last one: nothing was lost.
             log.info(f"[{trial.trial_id}] failed after learning every task ({error}); its results are whole")
             error = None
         status = "error" if error else "ok" if len(rows) == common["num_tasks"] else "stopped"
-        runs_path = results.part_path(self.experiment_dir, "runs", trial.trial_id)
-        if status == "ok" and runs_path.exists():
-            ended = self._io(results.read_part, runs_path, "runs").to_pylist()
+        if status == "ok":
+            ended = self._io(results.trial_rows, self.experiment_dir, "runs", trial.trial_id)
             if [(r["status"], r["tasks_done"]) for r in ended] == [("ok", len(rows))]:
                 # It had ended before the driver was killed, but Tune had not yet saved that: Tune resumed it
                 # from its last checkpoint, with nothing left to learn. Its row stands as written then.
@@ -175,6 +213,58 @@ class ParquetCallback(tune.Callback):
         acc = f", avg acc {rows[-1]['avg_acc']:.2f}" if rows else ""  # after the last task: the final ACC
         log.info(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}"
                  + (f": {error}" if error else ""))
+
+
+def continues_another(trial: Trial, tasks_done: int | None) -> bool:
+    """Whether `trial` is set to continue from another trial's checkpoint made after `tasks_done` tasks: a PBT
+    exploit (ray/tune/schedulers/pbt.py, _exploit) put the donor's checkpoint in its place."""
+    saved = trial.latest_checkpoint_result
+    own = trial.storage.trial_fs_path.rstrip("/") + "/"
+    return saved is not None and not saved.checkpoint.path.startswith(own) and saved.metrics.get(
+        "tasks_done") == tasks_done
+
+
+def continue_from_surviving_checkpoint(trial: Trial) -> bool:
+    """Point a resumed trial whose checkpoint is gone at the first checkpoint it made after that one; True if so.
+
+    Tune deletes the checkpoints past `num_to_keep` the moment it registers a new one (ray/train/_internal/
+    checkpoint_manager.py, register_checkpoint), but saves the experiment state that names the new one only at
+    the end of that step (ray/tune/execution/tune_controller.py, step -> checkpoint). A driver killed in between
+    leaves a state naming a deleted checkpoint, and Tune's restore fails on it (ray/tune/trainable/trainable.py,
+    restore). Tune registers a trial's checkpoints in the order of their folders' numbers, so the first folder
+    numbered past the state's count (`current_checkpoint_index`) is one it registered, after `on_checkpoint`
+    had written its task's row. The trial continues from it, with the settings it was made with (a PBT member
+    may have been exploited since the state was saved), and numbers its next checkpoint after it.
+    """
+    saved = trial.latest_checkpoint_result
+    if saved is None:
+        return False
+    storage = trial.storage
+    fs = storage.storage_filesystem
+    if fs.get_file_info(saved.checkpoint.path).type != FileType.NotFound:
+        return False
+    later = sorted((int(found.group(1)), info.path) for info in fs.get_file_info(FileSelector(storage.trial_fs_path))
+                   if info.type == FileType.Directory and (found := CHECKPOINT_DIR.fullmatch(info.base_name))
+                   and int(found.group(1)) > storage.current_checkpoint_index)
+    if not later:
+        return False
+    index, path = later[0]
+    surviving = tune.Checkpoint(path, filesystem=fs)
+    with surviving.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    config = RunConfig.from_dict(trial.config).resolve().to_dict()
+    made_with = {name: value for name, value in state["config"].items()
+                 if name in trial.config and name not in checkpoint.RUNTIME_ONLY and value != config.get(name)}
+    if made_with:
+        trial.set_config({**trial.config, **made_with})
+    manager = _CheckpointManager(trial.run_metadata.checkpoint_manager.checkpoint_config)
+    manager.register_checkpoint(_TrainingResult(surviving, {**saved.metrics, "tasks_done": state["next_task"]}))
+    trial.run_metadata.checkpoint_manager = manager  # setting it also drops the metadata's cached JSON
+    storage.current_checkpoint_index = index
+    trial.invalidate_json_state()
+    log.warning(f"[{trial.trial_id}] its checkpoint {saved.checkpoint.path} was deleted before the killed driver saved "
+                f"Tune's state; continuing from {path} (task {state['next_task']} learned)")
+    return True
 
 
 def error_message(trial: tune.experiment.Trial) -> str:

@@ -14,9 +14,10 @@ order) is resampled with --resample-probability, else shifted to a neighbouring 
 is sampled per member at the start and travels with the checkpoint (one init per run).
 
 Parquet: every tasks row records the settings its task trained with and `parent_trial_id`, the
-member whose checkpoint that task started from; a member's runs row describes the model it ended
-with (its lineage), so `analysis.adaptive.lineage` rebuilds each final member's schedule from
-Parquet alone. Rerunning the same command (same --name) resumes, as the other sweeps do.
+member whose checkpoint that task started from; each member has one row per task, those whose model
+an exploit threw away marked `discarded`. A member's runs row describes the model it ended with (its
+lineage), so `analysis.adaptive.lineage` rebuilds each final member's schedule from Parquet alone.
+Rerunning the same command (same --name) resumes, as the other sweeps do.
 
 On a multi-node cluster an exploit restores a checkpoint another node saved: Tune hands it over
 through --storage, which every node must reach (a shared mount, or s3://, gs://, ...). With a local
@@ -34,6 +35,7 @@ import random
 import sys
 from pathlib import Path
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -71,8 +73,12 @@ class ValidationPBT(PopulationBasedTraining):
 
     def on_trial_add(self, tune_controller: object, trial: object) -> None:
         """A rerun (Tuner.restore) hands back the members with their progress but this scheduler fresh: each
-        member stands after the last task of its checkpoint, and the next synchronisation point is the next task
-        of the member furthest behind (else the members already past it would wait for it forever)."""
+        member stands after the last task of its checkpoint (the surviving one, if the killed driver had deleted
+        the one Tune's state names), and the next synchronisation point is the next task of the member furthest
+        behind (else the members already past it would wait for it forever)."""
+        from cldst.tune import continue_from_surviving_checkpoint  # torch: only once the sweep runs
+
+        continue_from_surviving_checkpoint(trial)
         super().on_trial_add(tune_controller, trial)
         saved = trial.latest_checkpoint_result
         state = self._trial_state[trial]
@@ -83,7 +89,32 @@ class ValidationPBT(PopulationBasedTraining):
     def on_trial_result(self, tune_controller: object, trial: object, result: dict) -> str:
         if result["tasks_done"] >= result["num_tasks"]:
             return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        return super().on_trial_result(WithoutFailed(tune_controller), trial, result)
+
+    def choose_trial_to_run(self, tune_controller: object) -> object:
+        """Ray's choice, unless a member failed for good while the others waited for it at a synchronisation
+        point: they are paused with no result to come, so they are synchronised now, on the last result of one of
+        them, as Ray's PBT would have done on the last of their results."""
+        chosen = super().choose_trial_to_run(tune_controller)
+        members = WithoutFailed(tune_controller).get_live_trials()
+        waiting = [t for t in members if t.status == Trial.PAUSED and self._trial_state[t].last_result]
+        if chosen is None and waiting and all(
+                t.status != Trial.RUNNING and self._trial_state[t].last_train_time >= self._next_perturbation_sync
+                for t in members):
+            replayed = waiting[0]
+            super().on_trial_result(WithoutFailed(tune_controller), replayed, self._trial_state[replayed].last_result)
+            chosen = super().choose_trial_to_run(tune_controller)
+        return chosen
+
+    def _exploit(self, tune_controller: object, trial: object, trial_to_clone: object) -> None:
+        """Ray's exploit gives the member the donor's config and checkpoint, but swaps the checkpoint inside the
+        trial's checkpoint manager, which leaves the JSON cached for the trial's run metadata as it was
+        (ray/tune/schedulers/pbt.py, _exploit; ray/tune/trainable/metadata.py, get_json_state). Tune's next state
+        save would then pair the new config with the member's old checkpoint, and a rerun after a driver kill
+        would resume the member with a checkpoint its config refuses. Dropping the cache makes every save hold
+        the member as it is: before the exploit, or after it."""
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        trial.run_metadata.invalidate_cache()
 
     def _save_trial_state(self, state: object, time: int, result: dict, trial: object) -> float:
         """Where Ray's PBT records the score it ranks members by (its last_score); ours is rank_score()."""
@@ -91,6 +122,23 @@ class ValidationPBT(PopulationBasedTraining):
         state.last_train_time = time
         state.last_result = result
         return state.last_score
+
+
+class WithoutFailed:
+    """The tune controller as Ray's PBT sees it, less the members that failed for good. Tune keeps a failed trial
+    among its live ones (ray/tune/execution/tune_controller.py: _process_trial_failure stops it, only stop_trial
+    drops it from _live_trials), and synchronous PBT waits for every live trial to reach each synchronisation
+    point (ray/tune/schedulers/pbt.py, on_trial_result): the others would wait for it forever
+    (ray-project/ray#12122)."""
+
+    def __init__(self, tune_controller: object) -> None:
+        self._tune_controller = tune_controller
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tune_controller, name)
+
+    def get_live_trials(self) -> list:
+        return [trial for trial in self._tune_controller.get_live_trials() if trial.status != Trial.ERROR]
 
 
 def build_parser() -> argparse.ArgumentParser:

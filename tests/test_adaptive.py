@@ -1,28 +1,32 @@
 """Adaptive DST (sweeps/adaptive.py): an exploit continues from the donor's weights and masks bit-exactly, the
-lineage of every member is rebuilt from Parquet alone, the population is ranked on validation data only, and a
-killed driver's rerun finishes the population without duplicate rows.
+lineage of every member is rebuilt from Parquet alone, every member keeps one tasks row per task (those an exploit
+threw away marked `discarded`), the population is ranked on validation data only, and a killed driver's rerun
+finishes the population without duplicate rows (the races of a resume: tests/test_races.py).
 
 (That each task trains with its own settings is tests/test_protocol.py::test_each_task_trains_with_its_own_settings.)
 """
 
 import dataclasses
+import itertools
 import json
 import logging
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import ray
 import torch
+from ray import tune
 from ray.tune.schedulers.pbt import _PBTTrialState
 from ray_cluster import driver_env
+from test_faults import Driver, no_driver_left  # noqa: F401 (no_driver_left: an autouse fixture)
 
 from analysis import adaptive as analysis_adaptive
 from analysis.data import load_all
 from analysis.report import write_report
 from cldst import checkpoint, continual, results
+from cldst import tune as cldst_tune
 from cldst.config import RunConfig
 from cldst.data import load_benchmark
 from cldst.lineage import LineageError
@@ -33,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from sweeps import adaptive  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
+TRAINABLE = cldst_tune.trainable
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +94,7 @@ def test_an_exploit_continues_from_the_donors_weights_and_masks_bit_exactly(synt
     assert learned[1].task_density == pytest.approx(0.3, abs=0.01)
 
 
-def task_rows(trial: str, growths: list[str], parents: dict[int, str]) -> list[dict]:
+def task_rows(trial: str, growths: list[str], parents: dict[int, str], discarded: tuple[int, ...] = ()) -> list[dict]:
     cfg = small()
     common = results.common_columns(cfg.to_dict(), "pbt", trial, "node")
     rows = []
@@ -99,16 +104,17 @@ def task_rows(trial: str, growths: list[str], parents: dict[int, str]) -> list[d
                        task_density=0.2, capacity_used=0.2 * (task + 1), reused_fraction=0.0, fired_fraction=0.3,
                        train_seconds=1.0, images_per_second=1.0, density=0.1 * (task + 1), growth=growth,
                        prune="magnitude", death_rate=0.5, update_frequency=3)
-        rows.append(results.task_row(common, metrics, parents.get(task)))
+        rows.append(results.task_row(common, metrics, parents.get(task), task in discarded))
     return rows
 
 
 def test_the_schedule_of_every_member_is_rebuilt_from_parquet_alone(tmp_path):
     folder = tmp_path / "pbt"
-    # A learns 3 tasks; B copies A after task 0; C copies B after task 1 (so C's model: A, B, C).
+    # A learns 3 tasks; B copies A after task 0; C copies B after task 1 (so C's model: A, B, C). B's task 0 and
+    # C's task 1 are the ones they threw away for the donor's.
     results.write_part(folder, "tasks", "A", task_rows("A", ["random", "random", "random"], {}))
-    results.write_part(folder, "tasks", "B", task_rows("B", ["unfired", "momentum", "momentum"], {1: "A"}))
-    results.write_part(folder, "tasks", "C", task_rows("C", ["gradient", "gradient", "unfired"], {2: "B"}))
+    results.write_part(folder, "tasks", "B", task_rows("B", ["unfired", "momentum", "momentum"], {1: "A"}, (0,)))
+    results.write_part(folder, "tasks", "C", task_rows("C", ["gradient", "gradient", "unfired"], {2: "B"}, (1,)))
     tasks = load_all(folder).tasks
     chain = analysis_adaptive.schedule(tasks, "C")
     assert list(chain["learned_by"]) == ["A", "B", "C"]
@@ -119,6 +125,13 @@ def test_the_schedule_of_every_member_is_rebuilt_from_parquet_alone(tmp_path):
     results.write_part(folder, "tasks", "D", task_rows("D", ["random", "random"], {1: "gone"}))
     with pytest.raises(LineageError, match="trial gone: no tasks row for task 0"):
         analysis_adaptive.lineage(load_all(folder).tasks, "D")
+    # E was exploited after task 1 and stopped before its next task: its model is the one it held before.
+    results.write_part(folder, "tasks", "E", task_rows("E", ["random", "momentum"], {}, (1,)))
+    assert list(analysis_adaptive.lineage(load_all(folder).tasks, "E")["task"]) == [0]
+    # F names B as the parent of its task 1: B's task 0 is discarded, so the rows contradict each other.
+    results.write_part(folder, "tasks", "F", task_rows("F", ["random", "random"], {1: "B"}))
+    with pytest.raises(LineageError, match="trial B: its row for task 0 is discarded"):
+        analysis_adaptive.lineage(load_all(folder).tasks, "F")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +192,7 @@ def test_a_pbt_run_exploits_exactly_and_its_parquet_holds_each_members_lineage(l
     loaded = load_all(tmp_path / "pbt")
     runs, tasks = loaded.runs, loaded.tasks
     assert list(runs["status"]) == ["ok", "ok"]
-    exploits = tasks[tasks["parent_trial_id"].notna()]
+    exploits = tasks[tasks["parent_trial_id"].notna() & ~tasks["discarded"]]  # a discarded task's checkpoint is gone
     assert len(exploits) >= 1  # two members, quantile 0.5: the worse one copies the better after tasks 0 and 1
     saved = checkpoints(tmp_path / "ray" / "pbt")
     for row in exploits.itertuples():
@@ -201,23 +214,56 @@ def test_a_pbt_run_exploits_exactly_and_its_parquet_holds_each_members_lineage(l
     assert (tmp_path / "report" / "figures" / "adaptive_settings_pbt.png").is_file()
 
 
+def test_every_member_has_one_row_per_task_and_those_an_exploit_dropped_are_discarded(local_ray, tmp_path,
+                                                                                     monkeypatch):
+    # The later a member reports a task, the lower it ranks: at each synchronisation the last reporter is exploited
+    # at its own report (Tune never keeps that report's checkpoint), the one before it once it had paused.
+    arrivals = itertools.count()
+    monkeypatch.setattr(adaptive, "rank_score", lambda result, capacity_weight: -next(arrivals))
+    assert adaptive.main(quick_pbt(tmp_path, "rows", population=4, num_tasks=3)) == 0
+    loaded = load_all(tmp_path / "rows")
+    runs, tasks = loaded.runs, loaded.tasks
+    keys = list(zip(tasks["trial_id"], tasks["task"], strict=True))
+    assert len(keys) == len(set(keys)) == 4 * 3
+    assert sorted(keys) == sorted((trial, task) for trial in runs["trial_id"] for task in range(3))
+    # Exactly the tasks after which a member went on from a donor's checkpoint: two per synchronisation.
+    dropped = {(row.trial_id, row.task - 1) for row in tasks.itertuples() if isinstance(row.parent_trial_id, str)}
+    assert len(dropped) == 2 * 2
+    assert {(row.trial_id, row.task) for row in tasks.itertuples() if row.discarded} == dropped
+    for run in runs.itertuples():  # the runs rows summarise the lineages, which skip the discarded rows
+        chain = analysis_adaptive.lineage(tasks, run.trial_id)
+        assert list(chain["task"]) == [0, 1, 2] and not chain["discarded"].any()
+        assert [list(r) for r in run.acc_matrix] == [list(a) for a in chain["acc"]]
+
+
+def member_1_fails_after_its_first_task(config: dict, bench) -> None:
+    """The trainable, but member 00001 raises whenever it resumes from a checkpoint (each try Tune gives it)."""
+    if tune.get_context().get_trial_id().endswith("_00001") and tune.get_checkpoint() is not None:
+        raise RuntimeError("simulated failure of a member")
+    TRAINABLE(config, bench)
+
+
+@pytest.mark.timeout(180)  # before the fix, the population waited for the failed member forever
+def test_a_member_that_fails_for_good_does_not_stall_the_population(local_ray, tmp_path, monkeypatch):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    monkeypatch.setattr(cldst_tune, "trainable", member_1_fails_after_its_first_task)
+    assert adaptive.main(quick_pbt(tmp_path, "failed", population=4, num_tasks=3)) == 0
+    runs = load_all(tmp_path / "failed").runs
+    assert sorted(zip(runs["trial_id"].str[-5:], runs["status"], strict=True)) == [
+        ("00000", "ok"), ("00001", "error"), ("00002", "ok"), ("00003", "ok")]
+
+
 def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_ray, tmp_path):
     argv = [*quick_pbt(tmp_path, "resume", population=4, num_tasks=4), "--verbose"]
-    driver = subprocess.Popen([sys.executable, str(REPO / "sweeps" / "adaptive.py"), *argv], cwd=tmp_path,
-                              env=driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in driver.stdout:  # Ctrl-C once the population has learned its second task
-        lines.append(line)
-        if sum("task 2/4" in seen for seen in lines) >= 2:
-            break
-    driver.send_signal(signal.SIGINT)
-    output = "".join(lines) + driver.communicate(timeout=90)[0]
-    assert driver.returncode == 1, output
+    driver = Driver([str(REPO / "sweeps" / "adaptive.py"), *argv], tmp_path, driver_env())
+    driver.wait_for(lambda: driver.output.count("task 2/4") >= 2)  # Ctrl-C once members have learned task 2
+    driver.process.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=180) == 1, driver.output
     assert adaptive.main(argv) == 0  # the same command again
     loaded = load_all(tmp_path / "resume")
     assert len(loaded.runs) == 4 and set(loaded.runs["status"]) == {"ok"}
     keys = list(zip(loaded.tasks["trial_id"], loaded.tasks["task"], strict=True))
-    assert len(keys) == len(set(keys))
+    assert len(keys) == len(set(keys)) == 4 * 4
     for trial in loaded.runs["trial_id"]:
         assert list(analysis_adaptive.lineage(loaded.tasks, trial)["task"]) == [0, 1, 2, 3]
 
