@@ -164,8 +164,10 @@ def _what_was_run(loaded: Loaded) -> str:
              f"{', '.join(sorted(runs['growth'].dropna().unique()))}"]
     left_out = runs[runs["status"] != "ok"]
     if not left_out.empty:
-        # Where a trial got to: the average accuracy after its last reported task.
-        latest = loaded.tasks.groupby(["experiment", "trial_id"])["avg_acc"].last().rename("latest")
+        # Where a trial got to: the average accuracy after its last reported task that it kept (a PBT member's
+        # discarded task was replaced by a donor's model).
+        kept = loaded.tasks[loaded.tasks["discarded"].fillna(False).astype(bool).eq(False)]
+        latest = kept.groupby(["experiment", "trial_id"])["avg_acc"].last().rename("latest")
         left_out = left_out.join(latest, on=["experiment", "trial_id"])
         done = left_out["tasks_done"].map(lambda n: "?" if pd.isna(n) else str(int(n)))
         lines += ["", "Trials left out of the means:", "", tables.markdown(pd.DataFrame({

@@ -485,3 +485,20 @@ def test_adaptive_verdicts_are_seed_paired_tests(tmp_path: Path) -> None:
     text = (tmp_path / "out" / "report.md").read_text()
     assert ("capacity weight 0: PBT (best member) - (a) best static, on validation = +2.10 test ACC points "
             "(95% CI") in text
+
+
+def test_a_left_out_trials_last_avg_acc_skips_a_task_it_discarded(tmp_path: Path) -> None:
+    """A PBT member stopped after an exploit threw away its task 2: where it got to is its task 1, not the model
+    it dropped."""
+    writer = Writer(tmp_path, "pbt")
+    writer.trial(config(seed=0), 80.0)
+    member = writer.trial(config(seed=1), 60.0, status="stopped", tasks_done=3)
+    path = tmp_path / "pbt" / "tasks" / f"part-{member}.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[2].update(discarded=True, avg_acc=1.0)
+    rows[1].update(avg_acc=42.0)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    assert main([str(tmp_path / "pbt"), "--out", str(tmp_path / "out")]) == 0
+    left_out = (tmp_path / "out" / "report.md").read_text().split("Trials left out of the means:")[1]
+    row = next(line for line in left_out.splitlines() if member in line)
+    assert "| 3 of 5 | 42.00 |" in row
