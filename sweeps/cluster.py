@@ -1,5 +1,6 @@
 """Joining a Ray cluster: the address must answer, and a cluster that requires a token is joined with the token at
-hand, all checked before anything is written; a local Ray's token file is made private.
+hand, all checked before anything is written; a local Ray's token file is made private; the job's workers exit
+quietly (`worker_setup`).
 
 Ray (2.52+) authenticates with a shared token when RAY_AUTH_MODE=token. A driver given an explicit address does not
 turn token mode on by itself, even with a token at hand: it retries for about 20 s, then raises. Here the driver asks
@@ -115,3 +116,34 @@ def protect_token_file() -> None:
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
     if path.is_file() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
         path.chmod(0o600)
+
+
+def exit_quietly_on_sigterm() -> None:
+    """Ray's worker setup hook (runs in every worker of the sweep's job, before it takes work).
+
+    Ray's workers turn SIGTERM into SystemExit(1) in their main thread, wherever it is. When Tune stops an actor
+    while that thread runs a garbage-collection callback, Python cannot raise there: it prints "Exception ignored
+    in ... SystemExit: 1" (the driver shows a worker's stderr) and the worker, asked to end, goes on until Ray
+    kills it. Here such an exit ends the worker at once, with its code, as Ray asked, and prints nothing; any
+    other exception Python cannot raise is printed as before.
+    """
+    default = sys.unraisablehook
+
+    def end_on_lost_exit(unraisable: object) -> None:
+        if isinstance(unraisable.exc_value, SystemExit):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            code = unraisable.exc_value.code
+            os._exit(code if isinstance(code, int) else 1)
+        default(unraisable)
+
+    sys.unraisablehook = end_on_lost_exit
+
+
+def worker_setup() -> dict:
+    """The runtime_env entry that installs exit_quietly_on_sigterm in the job's workers. The hook travels by value:
+    remote workers cannot import `sweeps` (only cldst ships with the job)."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return {"worker_process_setup_hook": exit_quietly_on_sigterm}

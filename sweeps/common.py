@@ -235,32 +235,35 @@ def start_ray(args: argparse.Namespace) -> None:
 
     import cldst
 
-    # num_to_keep makes task checkpoints force experiment snapshots (each one at 1), and Tune warns when two come
-    # within 5 s. On a local --storage one blocks the driver ~20 ms (benchmarks.checkpoint_cost, RESULTS.md): noise,
-    # so no warning. On remote storage (s3://, gs://, ...) each uploads the experiment folder, a real cost: it stays.
-    if "://" not in (args.storage or ""):
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():  # the caller (a notebook, the tests) has joined a Ray already
         return
     quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"py_modules": [str(Path(cldst.__file__).parent)]}, **quiet)
+        runtime_env = {"py_modules": [str(Path(cldst.__file__).parent)], **cluster.worker_setup()}
+        ray.init(address=address, runtime_env=runtime_env, **quiet)
     else:
-        ray.init(address="local", include_dashboard=False, **quiet)
+        ray.init(address="local", include_dashboard=False, runtime_env=cluster.worker_setup(), **quiet)
         cluster.protect_token_file()
 
 
 # Task checkpoints Tune keeps per trial. A grid or search trial only ever resumes from its last one. Population-based
 # training clones a top trial's checkpoint some reports after it was saved, and Tune warns that below 3 it may be
 # deleted first (ray/tune/schedulers/pbt.py), so PBT keeps 3.
-CHECKPOINTS_KEPT, PBT_CHECKPOINTS_KEPT = 1, 3
+# Tune forces an experiment-state snapshot whenever a trial has saved num_to_keep checkpoints since the last one, and
+# a forced snapshot waits for the previous upload. On a local --storage that is ~20 ms; on remote storage (s3://,
+# gs://, ...) it is the upload of the whole experiment folder: at 144 trials on a local S3 server, keeping 1 let the
+# driver handle 3 of 73 task reports due in 30 s, keeping 2 all of them in 0.75% of its time, since a trial rarely
+# saves twice between two uploads (benchmarks.checkpoint_cost --storage, RESULTS.md). So remote storage keeps 2.
+CHECKPOINTS_KEPT, REMOTE_CHECKPOINTS_KEPT, PBT_CHECKPOINTS_KEPT = 1, 2, 3
 
 
-def checkpoints_kept(scheduler: object) -> int | None:
+def checkpoints_kept(scheduler: object, storage: str = "") -> int | None:
     from ray.tune.schedulers import PopulationBasedTraining  # PB2 is one too
 
-    return PBT_CHECKPOINTS_KEPT if isinstance(scheduler, PopulationBasedTraining) else CHECKPOINTS_KEPT
+    if isinstance(scheduler, PopulationBasedTraining):
+        return PBT_CHECKPOINTS_KEPT
+    return REMOTE_CHECKPOINTS_KEPT if "://" in storage else CHECKPOINTS_KEPT
 
 
 def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, tasks: int | None = None,
@@ -274,7 +277,7 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
     from ray import tune
 
     from cldst.tune import ParquetCallback, trainable
-    from sweeps.progress import SweepProgress, task_log
+    from sweeps.progress import SweepProgress, task_log, tune_logs
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables (verbose=0): our view replaces them
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
@@ -290,7 +293,8 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
         run_config = tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_kept(tune_options.get("scheduler"))))
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=checkpoints_kept(tune_options.get("scheduler"), exp.storage)))
         # Reusing a CPU trial's actor for the next one saves a process start and the torch import per trial. A GPU
         # trial gets a fresh process instead: a reused one would carry the CUDA caching allocator's blocks, the
         # CUDA context, cuDNN's workspaces and the memory cap of the trial before it (empty_cache frees only the
@@ -299,7 +303,7 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
                                       reuse_actors=args.gpus_per_trial == 0,
                                       **tune_options)
         tuner = tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    with task_log(exp.results_dir, args.verbose):
+    with task_log(exp.results_dir, args.verbose), tune_logs(exp.tune_path):
         try:
             tuner.fit()
         except Exception as err:  # a results write failed (ParquetCallback): one line, not Tune's traceback

@@ -65,12 +65,14 @@ class LocalCluster:
         return self._start(f"--num-cpus={num_cpus}", "--head", f"--port={self.address.split(':')[1]}",
                            "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
 
-    def add_node(self, num_cpus: int = 1) -> subprocess.Popen:
-        return self._start(f"--num-cpus={num_cpus}", f"--address={self.address}")
+    def add_node(self, num_cpus: int = 1, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+        """A worker node; `launcher`: a command that runs the node's command given after it (in a namespace of its
+        own, tests/shared_nothing.py)."""
+        return self._start(f"--num-cpus={num_cpus}", f"--address={self.address}", launcher=launcher)
 
-    def _start(self, *options: str) -> subprocess.Popen:
+    def _start(self, *options: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.log_dir / f"node{len(self.nodes)}.log", "w")  # the node outlives this call
-        node = subprocess.Popen([RAY_BIN, "start", "--block", *options], env=self.env, stdout=log,
+        node = subprocess.Popen([*launcher, RAY_BIN, "start", "--block", *options], env=self.env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         log.close()  # the child holds its own copy
         self.nodes.append(node)

@@ -1,0 +1,207 @@
+"""Every sweep on a cluster that shares nothing but the network and an S3 server (tests/shared_nothing.py: each
+worker node in a mount namespace of its own, a head with no CPUs, moto's S3 on loopback), from S3 alone:
+
+1. a file a trial writes on a worker node is not on the driver's machine (the fixture shares nothing);
+2. the grid, the search and the PBT run complete with exact Parquet (no row lost or twice), quietly: no
+   traceback, none of Tune's repeated warnings;
+3. a worker node killed mid-trial: the trial resumes on the other node from its S3 checkpoint, at its next task;
+4. the driver killed mid-sweep: the same command resumes from the experiment state in S3.
+
+Drivers run as subprocesses with `--storage s3://...`, as a user would; the fault tests' helpers are shared
+(tests/test_faults.py).
+"""
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from shared_nothing import S3Server, SharedNothingCluster, namespaces_unavailable
+from test_faults import Driver, by_key, no_driver_left, rows, workers  # noqa: F401 (no_driver_left: autouse)
+
+from analysis import adaptive as analysis_adaptive
+from analysis.data import load_all
+from cldst import results
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = {name: str(REPO / "sweeps" / f"{name}.py") for name in ("full_grid", "search", "adaptive")}
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(s3, tmp_path_factory):
+    reason = namespaces_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with SharedNothingCluster(tmp_path_factory.mktemp("cluster-logs"), s3) as shared_nothing:
+        yield shared_nothing
+
+
+def argv(script: str, tmp_path: Path, s3: S3Server, cluster: SharedNothingCluster, name: str, *options: str) -> list:
+    return [SCRIPTS[script], "--preset", "quick", "--epochs", "1", "--name", name, "--results", str(tmp_path / name),
+            "--storage", s3.uri("ray"), "--address", cluster.address, *options]
+
+
+def exact(exp: Path, trials: int) -> tuple[dict, dict]:
+    """The runs and tasks rows by key, after checking each trial has one row per task it learned, no more."""
+    loaded = results.load(exp)  # every part file whole and readable: raises otherwise
+    runs, tasks = by_key(loaded.runs.to_pylist(), "trial_id"), by_key(loaded.tasks.to_pylist(), "trial_id", "task")
+    assert len(runs) == trials
+    for (trial_id,), run in runs.items():
+        assert sorted(t for tr, t in tasks if tr == trial_id) == list(range(run["tasks_done"])), trial_id
+    return runs, tasks
+
+
+def quiet(output: str, node_died: bool = False) -> None:
+    """None of the lines a user can do nothing about (sweeps.progress.tune_logs, sweeps.cluster), and no traceback
+    but, where a node died, Tune's report of the trial it cut short."""
+    noise = ["SystemExit", "snapshotting has been triggered", "Remote file not found", "Error handling checkpoint"]
+    for line in noise + ([] if node_died else ["Traceback"]):
+        assert line not in output, output[-3000:]
+
+
+def node_id(row: dict) -> str:
+    return row["node"].rsplit("/", 1)[1]  # "hostname/node id": one hostname for every node here
+
+
+# ---------------------------------------------------------------- 1. nothing shared but the network and S3
+
+PROBE = """
+import json, os, sys
+import ray
+from ray import tune
+
+def trial(config):
+    for folder in (".", "/tmp"):
+        with open(os.path.join(folder, config["marker"]), "w") as f:
+            f.write("written by a trial on a worker node")
+    tune.report({"cwd": os.getcwd(), "node": ray.get_runtime_context().get_node_id(),
+                 "sees_driver": os.path.exists(config["driver_folder"])})
+
+ray.init(address=sys.argv[1], logging_level="ERROR")
+run = tune.RunConfig(name="probe", storage_path=sys.argv[4], verbose=0)
+result = tune.Tuner(trial, param_space={"marker": sys.argv[2], "driver_folder": sys.argv[3]}, run_config=run).fit()[0]
+print(json.dumps({key: result.metrics[key] for key in ("cwd", "node", "sees_driver")}))
+"""
+
+
+def test_a_file_a_trial_writes_on_a_worker_node_is_not_on_the_driver_s_machine(cluster, s3, tmp_path):
+    workers(cluster, 2)
+    marker = f"marker-{uuid.uuid4().hex}"
+    probe = subprocess.run([sys.executable, "-c", PROBE, cluster.address, marker, str(tmp_path), s3.uri("probe")],
+                           env=cluster.env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["node"] != cluster.node_id(cluster.nodes[0])  # the head has no CPUs: a worker node ran it
+    assert seen["sees_driver"] is False  # the driver's folder is not on the worker node
+    assert not Path(seen["cwd"], marker).exists() and not Path("/tmp", marker).exists()
+    assert any(name.endswith("/result.json") for name in s3.files("probe"))  # Tune's record went to S3
+
+
+# ---------------------------------------------------------------- 2. the grid, the search and PBT from S3 alone
+
+SWEEPS = {  # script -> (options, trials)
+    "full_grid": (["--num-tasks", "3", "--growth", "random", "--density", "0.2"], 2),
+    "search": (["--num-tasks", "3", "--num-samples", "2", "--grace-period", "3"], 2),
+    "adaptive": (["--num-tasks", "3", "--population", "4", "--quantile", "0.5", "--growth", "random", "momentum",
+                  "--density", "0.2", "0.1"], 4),
+}
+
+
+@pytest.mark.parametrize("script", list(SWEEPS))
+def test_every_sweep_completes_from_s3_alone_with_exact_rows_and_quiet_output(script, cluster, s3, tmp_path):
+    workers(cluster, 2)
+    options, trials = SWEEPS[script]
+    name = f"{script}-s3"
+    driver = Driver(argv(script, tmp_path, s3, cluster, name, *options), tmp_path, cluster.env)
+    assert driver.wait(timeout=240) == 0, driver.output
+    assert f"{trials} ok, 0 error, 0 stopped, {trials} of {trials} ended" in driver.output
+    quiet(driver.output)
+    assert f"Ray Tune state saved to {s3.uri('ray/' + name)} " in driver.output  # what saving it there cost
+    runs, _ = exact(tmp_path / name, trials)
+    assert {run["tasks_done"] for run in runs.values()} == {3}
+    assert not (tmp_path / "ray").exists()  # Tune's state and checkpoints went to S3, not next to the results
+    stored = s3.files(f"ray/{name}")
+    assert any(path.startswith("experiment_state-") for path in stored)
+    for (trial_id,) in runs:  # each trial's task checkpoints are there
+        assert any(f"_{trial_id}_" in path and "/checkpoint_" in path for path in stored), trial_id
+    if script == "adaptive":  # exploits restored checkpoints from S3, and every member's lineage is whole
+        loaded = load_all(tmp_path / name)
+        assert loaded.tasks["parent_trial_id"].notna().any()
+        for trial_id in loaded.runs["trial_id"]:
+            assert list(analysis_adaptive.lineage(loaded.tasks, trial_id)["task"]) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- 3. a worker node dies mid-trial
+
+def test_a_dead_worker_node_s_trial_resumes_on_the_other_node_from_its_s3_checkpoint(cluster, s3, tmp_path):
+    nodes = {cluster.node_id(node): node for node in workers(cluster, 2)}
+    exp = tmp_path / "node-loss"
+    # One trial of 5 tasks, ~2 s each: its node is killed once the trial has learned a task there.
+    driver = Driver(argv("full_grid", tmp_path, s3, cluster, "node-loss", "--epochs", "150", "--num-tasks", "5",
+                         "--growth", "random", "--sparse-init", "uniform", "--density", "0.1", "--max-failures", "2"),
+                    tmp_path, cluster.env)
+    before = driver.wait_for(lambda: rows(exp, "tasks"))
+    victim = node_id(before[0])
+    cluster.kill(nodes[victim])
+    assert len(before) < 5, "the trial ended before its node could be killed"
+
+    assert driver.wait(timeout=240) == 0, driver.output
+    quiet(driver.output, node_died=True)
+    runs, tasks = exact(exp, 1)
+    ((trial_id,), run), = runs.items()
+    assert (run["status"], run["tasks_done"]) == ("ok", 5)
+    for row in before:  # tasks learned before the kill were kept, not relearned
+        assert tasks[(trial_id, row["task"])]["created_at"] == row["created_at"]
+    on_victim = [node_id(tasks[(trial_id, t)]) == victim for t in range(5)]
+    resumed_at = on_victim.index(False)  # the first task learned on the other node: right after the last checkpoint
+    assert resumed_at >= len(before) and not any(on_victim[resumed_at:]), on_victim
+    # Tune's own record, read back from S3: one report per task, none twice.
+    (result_json,) = [p for p in s3.files("ray/node-loss") if f"_{trial_id}_" in p and p.endswith("/result.json")]
+    reports = [json.loads(line) for line in s3.read(f"ray/node-loss/{result_json}").splitlines()]
+    assert [report["task"] for report in reports] == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- 4. the driver dies mid-sweep
+
+def test_a_killed_driver_s_rerun_resumes_from_the_experiment_state_in_s3(cluster, s3, tmp_path):
+    workers(cluster, 2)
+    exp = tmp_path / "killed"
+    command = argv("full_grid", tmp_path, s3, cluster, "killed", "--epochs", "60", "--num-tasks", "4",
+                   "--growth", "random", "--sparse-init", "uniform", "--density", "0.2", "0.1", "0.05")
+    driver = Driver(command, tmp_path, cluster.env)
+
+    def some_ended_and_one_running() -> bool:
+        ended = {r["trial_id"] for r in rows(exp, "runs")}
+        return bool(ended) and any(t["trial_id"] not in ended for t in rows(exp, "tasks"))
+
+    driver.wait_for(some_ended_and_one_running, timeout=200)
+    driver.kill()
+    runs_before, tasks_before = by_key(rows(exp, "runs"), "trial_id"), by_key(rows(exp, "tasks"), "trial_id", "task")
+
+    again = Driver(command, tmp_path, cluster.env)  # the same command
+    assert again.wait(timeout=240) == 0, again.output
+    assert f"resuming killed from {s3.uri('ray/killed')}" in again.output
+    assert "3 ok, 0 error, 0 stopped, 3 of 3 ended" in again.output
+    quiet(again.output)
+    runs, tasks = exact(exp, 3)
+    assert {run["tasks_done"] for run in runs.values()} == {4}
+    assert runs_before.keys() <= runs.keys()
+    last = {}
+    for trial_id, task in tasks_before:
+        last[trial_id] = max(task, last.get(trial_id, -1))
+    # No task learned before the kill was learned again, but for each trial's last: the state in S3 is the last
+    # snapshot's (every 10 s or more, uploads apart), so a trial that ended or checkpointed since continues from
+    # the checkpoint that snapshot names, and its last task's row is replaced (never doubled).
+    for (trial_id, task), row in tasks_before.items():
+        if task < last[trial_id]:
+            assert tasks[(trial_id, task)]["created_at"] == row["created_at"], (trial_id, task)
