@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cldst.cli import OneLineParser, fail
+from cldst.compaction import compact
 from cldst.config import ConfigError, RunConfig
 from cldst.data import Benchmark, DataError, load_benchmark
 from cldst.results import KINDS, RUN_STATUSES, ResultsError, check_writable, load
@@ -341,9 +342,26 @@ def _results_error(err: BaseException | None) -> ResultsError | None:
     return None
 
 
+def compact_finished(exp: Experiment) -> None:
+    """Merge the finished trials' part files (cldst.compaction): a folder of thousands of trials then reads in
+    seconds. Tune has returned, so nothing writes here; a rerun that resumes a trial writes new parts, which
+    the reader puts before the compacted rows. A failure costs only speed: it is said, and the sweep goes on."""
+    if not all((exp.results_dir / kind).is_dir() for kind in KINDS):
+        return
+    try:
+        done = compact(exp.results_dir)
+    except (OSError, ResultsError) as err:
+        print(f"warning: the results were not compacted ({err}); they read as they are, only slower")
+        return
+    if done.generation is not None:
+        print(f"compacted: {done.finished_trials} finished trial(s) into compact-{done.generation:06d}.parquet "
+              f"under tasks/ and runs/")
+
+
 def summarize(exp: Experiment, expected: int) -> int:
     """Print where the Parquet is, the ok/error/stopped counts, the files that are not results (a stray or
     truncated file is listed, never merged) and the top 5 by final ACC; 1 if trials are left."""
+    compact_finished(exp)
     try:
         loaded = load(exp.results_dir, on_bad="skip")
         runs, skipped = loaded.runs.to_pylist(), loaded.skipped
