@@ -21,7 +21,7 @@ import optuna
 import pytest
 import ray
 from ray import tune
-from ray_cluster import LocalCluster, driver_env
+from ray_cluster import driver_env
 
 from cldst import continual, results
 from cldst import tune as cldst_tune
@@ -202,23 +202,3 @@ def test_search_stops_weak_trials_early_and_keeps_its_study(local_ray, tmp_path,
     assert search.main(argv) == 0
     assert len(optuna.load_study(study_name="search", storage=f"sqlite:///{study_path}").trials) == 6
     assert results.load(tmp_path / "search").runs.equals(loaded.runs)
-
-
-@pytest.mark.cluster
-@pytest.mark.timeout(240)  # two raylets starting on a busy 2-core machine can take a while
-def test_a_two_node_local_cluster_runs_trials_on_both_nodes(tmp_path):
-    with LocalCluster(tmp_path) as cluster:
-        cluster.start_head()
-        cluster.wait_for_nodes(1)
-        cluster.add_node()
-        cluster.wait_for_nodes(2)
-        # Trials of a few seconds: 1-s trials can all finish on the first node before the second starts a worker.
-        argv = [*quick(tmp_path, "cluster", epochs=60), "--density", "0.1", "--growth", "random", "momentum",
-                "--address", cluster.address]
-        driver = subprocess.run([sys.executable, str(REPO / "sweeps" / "full_grid.py"), *argv], cwd=tmp_path,
-                                env=cluster.env, capture_output=True, text=True, timeout=120)
-    assert driver.returncode == 0, driver.stdout + driver.stderr
-    loaded = results.load(tmp_path / "cluster")
-    assert len(loaded.runs) == 4 and set(loaded.runs.column("status").to_pylist()) == {"ok"}
-    node_ids = {node.rsplit("/", 1)[1] for node in loaded.tasks.column("node").to_pylist()}
-    assert len(node_ids) == 2, node_ids
