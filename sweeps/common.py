@@ -22,6 +22,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow
+import pyarrow.fs
+
 from cldst.cli import OneLineParser, fail
 from cldst.compaction import compact
 from cldst.config import ConfigError, RunConfig
@@ -161,7 +164,8 @@ def experiment(args: argparse.Namespace) -> Experiment:
 
 def check_paths(exp: Experiment) -> None:
     """Fail before anything starts if the results folder, or a local --storage, cannot be written (a file in
-    the way, no permission, a read-only mount, a nearly full disk). Creates nothing."""
+    the way, no permission, a read-only mount, a nearly full disk), or a remote --storage's bucket cannot be
+    reached (no such bucket, no credentials, no route to the endpoint). Creates nothing."""
     try:
         check_writable(exp.results_dir)
     except ResultsError as err:
@@ -171,6 +175,16 @@ def check_paths(exp: Experiment) -> None:
             check_writable(exp.storage)
         except ResultsError as err:
             fail(f"--storage: {err}")
+        return
+    try:  # the filesystem Ray Tune will use: pyarrow's, from the URI and the AWS_* / GOOGLE_* environment
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(exp.storage)
+        bucket = path.split("/", 1)[0]
+        found = filesystem.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
+    except (OSError, pyarrow.ArrowException) as err:
+        fail(f"--storage: {exp.storage}: cannot be reached ({err})")
+    if not found:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "the provider's default endpoint")
+        fail(f"--storage: {exp.storage}: no bucket {bucket!r} at {endpoint}; create it first")
 
 
 def claim(exp: Experiment, spec: dict) -> None:
