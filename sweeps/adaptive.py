@@ -171,6 +171,9 @@ def check(args: argparse.Namespace) -> None:
         common.fail(f"--population: must be >= 2 (PBT copies one member into another), got {args.population}")
     if args.seed < 0:
         common.fail(f"--seed: must be >= 0, got {args.seed}")
+    if args.max_concurrent:  # Tune ignores it with PBT; and members held back would stall its synchronous barrier
+        common.fail("--max-concurrent: not for a population, which trains together; size it with --population "
+                    "(members wait for free CPUs or GPUs)")
 
 
 def main(argv: list[str] | None = None) -> int:

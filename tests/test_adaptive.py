@@ -275,6 +275,7 @@ def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_
     (["--num-tasks", "1"], "--num-tasks: PBT acts between tasks"),
     (["--capacity-weight", "nan"], "--capacity-weight: must be a number >= 0"),
     (["--growth", "random", "--density", "0.2", "--death-rate", "0.5"], "PBT has nothing to explore"),
+    (["--max-concurrent", "2"], "--max-concurrent: not for a population"),
 ])
 def test_bad_options_exit_2_with_one_line_and_write_nothing(options, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
