@@ -30,6 +30,7 @@ needs GPy, which cldst does not depend on.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import random
 import sys
@@ -50,6 +51,7 @@ METRIC = "val_avg_acc"  # validation ACC over the tasks learned so far; the rank
 POPULATION = {"quick": 8}  # other presets: DEFAULT_POPULATION
 DEFAULT_POPULATION = 16
 DEATH_RATES = [0.3, 0.5, 0.7]
+log = logging.getLogger("cldst.tune")  # the sweep's per-task log (sweep.log; stdout with --verbose)
 
 
 def rank_score(result: dict, capacity_weight: float) -> float:
@@ -107,12 +109,24 @@ class ValidationPBT(PopulationBasedTraining):
         return chosen
 
     def _exploit(self, tune_controller: object, trial: object, trial_to_clone: object) -> None:
-        """Ray's exploit gives the member the donor's config and checkpoint, but swaps the checkpoint inside the
-        trial's checkpoint manager, which leaves the JSON cached for the trial's run metadata as it was
+        """Ray's exploit, only between members at the same task boundary, and saved whole.
+
+        Same boundary: after a rerun the members stand at the tasks their checkpoints hold, which may differ, and
+        Ray's barrier then ranks them as they come. A member that took a donor's model of more tasks would skip
+        a task it never trained (no row for it, its lineage borrowing the donor's); one that took fewer would
+        learn a task twice. Such a member keeps its own model and settings.
+
+        Saved whole: Ray's exploit gives the member the donor's config and checkpoint, but swaps the checkpoint
+        inside the trial's checkpoint manager, which leaves the JSON cached for the trial's run metadata as it was
         (ray/tune/schedulers/pbt.py, _exploit; ray/tune/trainable/metadata.py, get_json_state). Tune's next state
         save would then pair the new config with the member's old checkpoint, and a rerun after a driver kill
         would resume the member with a checkpoint its config refuses. Dropping the cache makes every save hold
         the member as it is: before the exploit, or after it."""
+        done, donor_done = (self._trial_state[t].last_result.get("tasks_done") for t in (trial, trial_to_clone))
+        if done != donor_done:
+            log.info(f"[{trial.trial_id}] not exploited: it has learned {done} tasks, {trial_to_clone.trial_id} "
+                     f"{donor_done}")
+            return
         super()._exploit(tune_controller, trial, trial_to_clone)
         trial.run_metadata.invalidate_cache()
 

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -159,6 +160,22 @@ def ranked(scheduler: adaptive.ValidationPBT, reports: dict[str, dict]) -> tuple
 def report(val: float, test: float, capacity: float = 0.2) -> dict:
     return {"val_avg_acc": val, "val_acc": [val], "avg_acc": test, "acc": [test], "acc_current": test,
             "capacity_used": capacity, "tasks_done": 1, "num_tasks": 3}
+
+
+@pytest.mark.parametrize("donor_done, exploited", [(1, True), (2, False), (0, False)])
+def test_a_member_is_exploited_only_by_a_donor_at_its_own_task_boundary(donor_done, exploited, monkeypatch):
+    """After a rerun members may stand at different tasks: a member behind its donor would skip a task it never
+    trained, one ahead would learn a task twice. Only equal progress lets the exploit through."""
+    scheduler = adaptive.ValidationPBT(0.0, hyperparam_mutations={"growth": ["random", "momentum"]})
+    member, donor = Member("m"), Member("d")
+    for trial, done in ((member, 1), (donor, donor_done)):
+        scheduler._trial_state[trial] = _PBTTrialState(trial)
+        scheduler._trial_state[trial].last_result = {**report(80, 80), "tasks_done": done}
+    calls = []
+    monkeypatch.setattr(adaptive.PopulationBasedTraining, "_exploit", lambda self, *args: calls.append(args))
+    monkeypatch.setattr(Member, "run_metadata", SimpleNamespace(invalidate_cache=lambda: None), raising=False)
+    scheduler._exploit(None, member, donor)
+    assert calls == ([(None, member, donor)] if exploited else [])
 
 
 def test_the_population_is_ranked_on_validation_accuracy_never_on_test_data():
