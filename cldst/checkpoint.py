@@ -71,6 +71,12 @@ def save(state: dict, path: str | os.PathLike) -> Path:
 
 def load(path: str | os.PathLike, config: dict) -> dict:
     """Read a checkpoint and check it belongs to `config` (a resolved RunConfig dict)."""
+    return check_state(read(path), config, str(path))
+
+
+def read(path: str | os.PathLike) -> object:
+    """A checkpoint file's contents, read without running anything (tensors and plain containers only); not yet
+    checked to be a cldst checkpoint (check_state)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -82,7 +88,7 @@ def load(path: str | os.PathLike, config: dict) -> dict:
                               f"checkpoint never holds; refused without running it)") from None
     except Exception as err:  # truncated and corrupt files come as many exception types
         raise CheckpointError(f"{path}: not a readable cldst checkpoint ({type(err).__name__}: {err})") from None
-    return check_state(state, config, str(path))
+    return state
 
 
 def check_state(state: object, config: dict, path: str = "checkpoint") -> dict:

@@ -251,10 +251,12 @@ def continue_from_surviving_checkpoint(trial: Trial) -> bool:
     index, path = later[0]
     surviving = tune.Checkpoint(path, filesystem=fs)
     with surviving.as_directory() as folder:
-        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    config = RunConfig.from_dict(trial.config).resolve().to_dict()
-    made_with = {name: value for name, value in state["config"].items()
-                 if name in trial.config and name not in checkpoint.RUNTIME_ONLY and value != config.get(name)}
+        state = checkpoint.read(Path(folder) / CHECKPOINT_FILE)
+        config = RunConfig.from_dict(trial.config).resolve().to_dict()
+        saved_config = state.get("config", {}) if isinstance(state, dict) else {}  # check_state names a foreign file
+        made_with = {name: value for name, value in saved_config.items()
+                     if name in trial.config and name not in checkpoint.RUNTIME_ONLY and value != config.get(name)}
+        checkpoint.check_state(state, {**config, **made_with}, path)  # a cldst checkpoint of this very run
     if made_with:
         trial.set_config({**trial.config, **made_with})
     manager = _CheckpointManager(trial.run_metadata.checkpoint_manager.checkpoint_config)
