@@ -8,6 +8,7 @@ the nodes and the drivers (Ray 2.59+ authenticates local clusters).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -65,10 +66,12 @@ class LocalCluster:
         return self._start(f"--num-cpus={num_cpus}", "--head", f"--port={self.address.split(':')[1]}",
                            "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
 
-    def add_node(self, num_cpus: int = 1, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
+    def add_node(self, num_cpus: int = 1, launcher: tuple[str, ...] = (), resources: dict | None = None
+                 ) -> subprocess.Popen:
         """A worker node; `launcher`: a command that runs the node's command given after it (in a namespace of its
-        own, tests/shared_nothing.py)."""
-        return self._start(f"--num-cpus={num_cpus}", f"--address={self.address}", launcher=launcher)
+        own, tests/shared_nothing.py); `resources`: custom resources it offers, e.g. {"node2": 1}."""
+        custom = (f"--resources={json.dumps(resources)}",) if resources else ()
+        return self._start(f"--num-cpus={num_cpus}", f"--address={self.address}", *custom, launcher=launcher)
 
     def _start(self, *options: str, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
         log = open(self.log_dir / f"node{len(self.nodes)}.log", "w")  # the node outlives this call

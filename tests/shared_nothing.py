@@ -106,4 +106,9 @@ class SharedNothingCluster(LocalCluster):
         return self
 
     def add_node(self, num_cpus: int = 1, launcher: tuple[str, ...] = LAUNCHER) -> subprocess.Popen:
-        return super().add_node(num_cpus, launcher)
+        """A worker node in a namespace of its own, offering one unit of a resource named after it (`pin`)."""
+        return super().add_node(num_cpus, launcher, resources={f"node{len(self.nodes)}": 1})
+
+    def pin(self, node: subprocess.Popen) -> str:
+        """The custom resource only `node` offers: a trial that asks for it runs there and nowhere else."""
+        return f"node{self.nodes.index(node)}"

@@ -5,7 +5,8 @@ worker node in a mount namespace of its own, a head with no CPUs, moto's S3 on l
 2. the grid, the search and the PBT run complete with exact Parquet (no row lost or twice), quietly: no
    traceback, none of Tune's repeated warnings;
 3. a worker node killed mid-trial: the trial resumes on the other node from its S3 checkpoint, at its next task;
-4. the driver killed mid-sweep: the same command resumes from the experiment state in S3.
+4. the driver killed mid-sweep: the same command resumes from the experiment state in S3;
+5. a PBT exploit restores a checkpoint another node saved (members pinned to nodes: tests/pinned_driver.py).
 
 Drivers run as subprocesses with `--storage s3://...`, as a user would; the fault tests' helpers are shared
 (tests/test_faults.py).
@@ -27,6 +28,7 @@ from cldst import results
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {name: str(REPO / "sweeps" / f"{name}.py") for name in ("full_grid", "search", "adaptive")}
+PINNED_DRIVER = str(REPO / "tests" / "pinned_driver.py")
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -62,7 +64,7 @@ def exact(exp: Path, trials: int) -> tuple[dict, dict]:
 
 
 def quiet(output: str, node_died: bool = False) -> None:
-    """None of the lines a user can do nothing about (sweeps.progress.tune_logs, sweeps.cluster), and no traceback
+    """None of the lines a user can do nothing about (sweeps.ray_logs.tune_logs, sweeps.cluster), and no traceback
     but, where a node died, Tune's report of the trial it cut short."""
     noise = ["SystemExit", "snapshotting has been triggered", "Remote file not found", "Error handling checkpoint"]
     for line in noise + ([] if node_died else ["Traceback"]):
@@ -112,8 +114,6 @@ def test_a_file_a_trial_writes_on_a_worker_node_is_not_on_the_driver_s_machine(c
 SWEEPS = {  # script -> (options, trials)
     "full_grid": (["--num-tasks", "3", "--growth", "random", "--density", "0.2"], 2),
     "search": (["--num-tasks", "3", "--num-samples", "2", "--grace-period", "3"], 2),
-    "adaptive": (["--num-tasks", "3", "--population", "4", "--quantile", "0.5", "--growth", "random", "momentum",
-                  "--density", "0.2", "0.1"], 4),
 }
 
 
@@ -134,11 +134,6 @@ def test_every_sweep_completes_from_s3_alone_with_exact_rows_and_quiet_output(sc
     assert any(path.startswith("experiment_state-") for path in stored)
     for (trial_id,) in runs:  # each trial's task checkpoints are there
         assert any(f"_{trial_id}_" in path and "/checkpoint_" in path for path in stored), trial_id
-    if script == "adaptive":  # exploits restored checkpoints from S3, and every member's lineage is whole
-        loaded = load_all(tmp_path / name)
-        assert loaded.tasks["parent_trial_id"].notna().any()
-        for trial_id in loaded.runs["trial_id"]:
-            assert list(analysis_adaptive.lineage(loaded.tasks, trial_id)["task"]) == [0, 1, 2]
 
 
 # ---------------------------------------------------------------- 3. a worker node dies mid-trial
@@ -205,3 +200,36 @@ def test_a_killed_driver_s_rerun_resumes_from_the_experiment_state_in_s3(cluster
     for (trial_id, task), row in tasks_before.items():
         if task < last[trial_id]:
             assert tasks[(trial_id, task)]["created_at"] == row["created_at"], (trial_id, task)
+
+
+# ---------------------------------------------------------------- 5. a PBT exploit, across nodes
+
+def test_pbt_completes_from_s3_and_each_exploit_restores_a_checkpoint_the_other_node_saved(cluster, s3, tmp_path):
+    pins = [cluster.pin(node) for node in workers(cluster, 2)]
+    name = "adaptive-s3"
+    # Two members, each pinned to a node of its own (1 CPU each): after tasks 0 and 1 the lower ranked copies
+    # the other, so each of the 2 exploits restores, from S3, the checkpoint the other node saved.
+    options = ["--num-tasks", "3", "--population", "2", "--quantile", "0.5", "--growth", "random", "momentum",
+               "--density", "0.2", "0.1"]
+    command = [PINNED_DRIVER, "adaptive", *argv("adaptive", tmp_path, s3, cluster, name, *options)[1:]]
+    driver = Driver(command, tmp_path, {**cluster.env, "PINS": ",".join(pins)})
+    assert driver.wait(timeout=240) == 0, driver.output
+    assert "2 ok, 0 error, 0 stopped, 2 of 2 ended" in driver.output
+    quiet(driver.output)
+    assert f"Ray Tune state saved to {s3.uri('ray/' + name)} " in driver.output and not (tmp_path / "ray").exists()
+    runs, tasks = exact(tmp_path / name, 2)
+    assert {run["tasks_done"] for run in runs.values()} == {3}
+    node_of = {trial_id: {node_id(row) for (tr, _), row in tasks.items() if tr == trial_id} for (trial_id,) in runs}
+    assert sorted(map(len, node_of.values())) == [1, 1] and len(set.union(*node_of.values())) == 2  # pinned apart
+    exploits = [row for row in tasks.values() if row["parent_trial_id"] is not None]
+    assert sorted(row["task"] for row in exploits) == [1, 2]  # one per synchronisation point
+    stored = s3.files(f"ray/{name}")
+    for row in exploits:
+        donor = tasks[(row["parent_trial_id"], row["task"] - 1)]
+        assert row["parent_trial_id"] != row["trial_id"] and node_id(row) != node_id(donor)
+        # The donor's model came over whole: its tasks' weights are frozen, so they score as they did on its node.
+        assert row["acc"][:row["task"]] == donor["acc"], (row, donor)
+        assert any(f"_{donor['trial_id']}_" in path and "/checkpoint_" in path for path in stored)
+    loaded = load_all(tmp_path / name)  # every member's lineage is whole
+    for trial_id in loaded.runs["trial_id"]:
+        assert list(analysis_adaptive.lineage(loaded.tasks, trial_id)["task"]) == [0, 1, 2]
