@@ -42,7 +42,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/adaptive.py` from a checkout
 
-from sweeps import common  # noqa: E402
+from sweeps import common, experiment  # noqa: E402
 
 # The settings PBT explores between tasks (config.PER_TASK_FIELDS but prune), and what each member starts with.
 EXPLORED = ("growth", "density", "death_rate", "update_frequency")
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {' '.join(str(v) for v in values)}" + ("  (explored)" if name in mutations else ""))
     if args.dry_run:
         return 0
-    exp, bench = common.prepare(args, first)
-    common.claim(exp, {"script": "adaptive", "fixed": fixed, "choices": choices, "population": population,
+    exp, bench = experiment.prepare(args, first)
+    experiment.claim(exp, {"script": "adaptive", "fixed": fixed, "choices": choices, "population": population,
                        "quantile": args.quantile, "resample_probability": args.resample_probability,
                        "capacity_weight": args.capacity_weight})
     print(f"results -> {exp.results_dir}; Ray state -> {exp.tune_path}", flush=True)
@@ -235,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     return common.summarize(exp, population)
 
 
-def warn_unshared_storage(exp: common.Experiment) -> None:
+def warn_unshared_storage(exp: experiment.Experiment) -> None:
     """A local --storage on a cluster of several nodes works only if every node mounts it at that path."""
     import ray
 
     nodes = [node for node in ray.nodes() if node.get("Alive")]
-    if len(nodes) > 1 and "://" not in exp.storage:
+    if len(nodes) > 1 and not experiment.is_remote(exp.storage):
         print(f"note: {len(nodes)} nodes and a local --storage {exp.storage}: a member exploited on another node "
               f"reads the checkpoint from there, so every node must mount it at that path (else pass a shared "
               f"--storage, e.g. s3://...)", flush=True)

@@ -1,20 +1,14 @@
-"""What full_grid.py and search.py share: presets, command-line options, Ray start-up, the Tuner run, the summary.
+"""What the sweep scripts share: presets, command-line options, Ray start-up, the Tuner run, the summary.
 
-Paths: the experiment folder is `--results` (default `results/<name>`, made absolute); it
-holds the Parquet datasets `tasks/` and `runs/`, `sweep.json` (what the sweep runs, so a
-rerun with other options under the same name is refused instead of silently resumed) and,
-for search.py, the Optuna study `optuna.db`. Ray Tune's own experiment state and trial
-checkpoints go to `--storage` (default `<results parent>/ray`, absolute), under `<name>`: on a
-multi-node cluster, give a path every node shares or a pyarrow URI (s3://, gs://, ...). A cluster
-that authenticates with a token (RAY_AUTH_MODE=token) needs the same token in the driver's
-environment (RAY_AUTH_TOKEN, or ~/.ray/auth_token).
+Where an experiment's results and Ray Tune state go, and what is checked before Ray starts: sweeps/experiment.py.
+A cluster that authenticates with a token (RAY_AUTH_MODE=token) needs the same token in the driver's environment
+(RAY_AUTH_TOKEN, or ~/.ray/auth_token).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -22,16 +16,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow
-import pyarrow.fs
-
 from cldst.cli import OneLineParser, fail
 from cldst.compaction import compact
 from cldst.config import ConfigError, RunConfig
-from cldst.data import Benchmark, DataError, load_benchmark
-from cldst.results import KINDS, RUN_STATUSES, ResultsError, check_writable, load
-from cldst.splits import validation_indices
+from cldst.data import Benchmark
+from cldst.results import KINDS, RUN_STATUSES, ResultsError, load
 from sweeps import cluster
+from sweeps.experiment import Experiment, is_remote
 
 AXES = ("sparse_init", "growth", "density", "update_frequency", "num_tasks")
 AXIS_TYPES = {"density": float, "update_frequency": int, "num_tasks": int}
@@ -142,106 +133,7 @@ def check_configs(configs: list[dict]) -> RunConfig:
         fail(str(err))
 
 
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    results_dir: Path  # the Parquet datasets, sweep.json, optuna.db
-    storage: str  # Ray Tune's storage_path (the Tune experiment is <storage>/<name>)
-
-    @property
-    def tune_path(self) -> str:
-        return self.storage.rstrip("/") + "/" + self.name
-
-
-def experiment(args: argparse.Namespace) -> Experiment:
-    name = args.name or args.preset
-    results_dir = Path(args.results or Path("results") / name).expanduser().resolve()
-    storage = args.storage or str(results_dir.parent / "ray")
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
-    return Experiment(name, results_dir, storage)
-
-
-def check_paths(exp: Experiment) -> None:
-    """Fail before anything starts if the results folder, or a local --storage, cannot be written (a file in
-    the way, no permission, a read-only mount, a nearly full disk), or a remote --storage's bucket cannot be
-    reached (no such bucket, no credentials, no route to the endpoint). Creates nothing."""
-    try:
-        check_writable(exp.results_dir)
-    except ResultsError as err:
-        fail(f"--results: {err}")
-    if "://" not in exp.storage:
-        try:
-            check_writable(exp.storage)
-        except ResultsError as err:
-            fail(f"--storage: {err}")
-        return
-    try:  # the filesystem Ray Tune will use: pyarrow's, from the URI and the AWS_* / GOOGLE_* environment
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(exp.storage)
-        bucket = path.split("/", 1)[0]
-        found = filesystem.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound
-    except (OSError, pyarrow.ArrowException) as err:
-        fail(f"--storage: {exp.storage}: cannot be reached ({err})")
-    if not found:
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "the provider's default endpoint")
-        fail(f"--storage: {exp.storage}: no bucket {bucket!r} at {endpoint}; create it first")
-
-
-def claim(exp: Experiment, spec: dict) -> None:
-    """Record what this experiment runs; a rerun under the same name must run the same sweep, with its
-    Parquet and its Ray Tune state where they were (else finished trials would be missing or run twice)."""
-    from ray import tune
-
-    path = exp.results_dir / "sweep.json"
-    spec = json.loads(json.dumps(spec))
-    if path.exists() and json.loads(path.read_text()) != spec:
-        fail(f"{exp.results_dir} holds another sweep named {exp.name!r} (see {path}); rerun it with the same "
-             f"options to resume it, or pass another --name")
-    restorable = tune.Tuner.can_restore(exp.tune_path)
-    if restorable and not path.exists():
-        fail(f"{exp.tune_path} holds a sweep whose results are not in {exp.results_dir}; pass its --results, "
-             f"or another --name")
-    if not restorable and any((exp.results_dir / kind).is_dir() for kind in KINDS):
-        fail(f"{exp.results_dir} holds results, but {exp.tune_path} no Ray Tune state to resume them from; "
-             f"pass its --storage, or another --name")
-    exp.results_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
-
-
-def prepare(args: argparse.Namespace, first: RunConfig) -> tuple[Experiment, Benchmark]:
-    """Everything that can fail before Ray starts: results and storage paths, the address, the data."""
-    exp = experiment(args)
-    check_paths(exp)
-    cluster.check_address(args.address)
-    check_mlflow(args)
-    bench = load_data(first, args)
-    try:  # every class of every task keeps a training and a validation image
-        validation_indices(bench.train_y, first.val_fraction)
-    except ConfigError as err:
-        fail(f"--val-fraction: {str(err).removeprefix('val_fraction: ')}")
-    return exp, bench
-
-
-def check_mlflow(args: argparse.Namespace) -> None:
-    """Open the --mlflow store now, so that a URI MLflow refuses (an unknown scheme; a `file:` store, which MLflow
-    3.x keeps only with MLFLOW_ALLOW_FILE_STORE=true) fails before Ray starts. A good URI's store is created."""
-    if not args.mlflow:
-        return
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=args.mlflow)
-    except MlflowException as err:
-        fail(f"--mlflow: {args.mlflow}: {' '.join(str(err).split())}")
-
-
-def load_data(first: RunConfig, args: argparse.Namespace) -> Benchmark:
-    """The driver loads the data once (absolute path: trials run in their own folders); Tune ships it."""
-    try:
-        return load_benchmark(first.benchmark, Path(args.data_root).expanduser().resolve())
-    except DataError as err:
-        fail(str(err))
+TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def start_ray(args: argparse.Namespace) -> None:
@@ -258,7 +150,12 @@ def start_ray(args: argparse.Namespace) -> None:
         runtime_env = {"py_modules": [str(Path(cldst.__file__).parent)], **cluster.worker_setup()}
         ray.init(address=address, runtime_env=runtime_env, **quiet)
     else:
-        ray.init(address="local", include_dashboard=False, runtime_env=cluster.worker_setup(), **quiet)
+        from sweeps.ray_logs import dropped
+
+        # Ray (2.59+) turns token auth on for a local Ray and warns that it did. cldst wants it on, and makes the
+        # token file private (protect_token_file): the warning leaves the user nothing to do.
+        with dropped(TOKEN_LOGGER, "Token authentication is enabled"):
+            ray.init(address="local", include_dashboard=False, runtime_env=cluster.worker_setup(), **quiet)
         cluster.protect_token_file()
 
 
@@ -278,7 +175,7 @@ def checkpoints_kept(scheduler: object, storage: str = "") -> int | None:
 
     if isinstance(scheduler, PopulationBasedTraining):
         return PBT_CHECKPOINTS_KEPT
-    return REMOTE_CHECKPOINTS_KEPT if "://" in storage else CHECKPOINTS_KEPT
+    return REMOTE_CHECKPOINTS_KEPT if is_remote(storage) else CHECKPOINTS_KEPT
 
 
 def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, tasks: int | None = None,
@@ -292,7 +189,8 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
     from ray import tune
 
     from cldst.tune import ParquetCallback, trainable
-    from sweeps.progress import SweepProgress, task_log, tune_logs
+    from sweeps.progress import SweepProgress, task_log
+    from sweeps.ray_logs import tune_logs
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own banner and tables (verbose=0): our view replaces them
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
@@ -393,7 +291,8 @@ def summarize(exp: Experiment, expected: int) -> int:
         print(f"  error in {run_row['trial_id']}: {run_row['error']}")
     ok = [r for r in runs if r["status"] == "ok"]
     on_val = bool(ok) and all(r["val_acc"] is not None for r in ok)  # never rank on test data when there is a split
-    top = sorted(ok, key=lambda r: r["val_acc" if on_val else "acc"], reverse=True)[:5]
+    # ties: the later trial id first, as the progress view's "best" (sweeps.progress.best_acc) names it
+    top = sorted(ok, key=lambda r: (r["val_acc" if on_val else "acc"], r["trial_id"]), reverse=True)[:5]
     if top:
         print("top configurations by final validation ACC (test ACC beside it):" if on_val
               else "top configurations by final ACC:")

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/full_grid.py` from a checkout
 
 from cldst.config import RunConfig  # noqa: E402
-from sweeps import common  # noqa: E402
+from sweeps import common, experiment  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {' '.join(str(v) for v in values)}")
     if args.dry_run:
         return 0
-    exp, bench = common.prepare(args, first)
-    common.claim(exp, {"script": "full_grid", "fixed": fixed, "axes": axes})
+    exp, bench = experiment.prepare(args, first)
+    experiment.claim(exp, {"script": "full_grid", "fixed": fixed, "axes": axes})
     print(f"results -> {exp.results_dir}; Ray state -> {exp.tune_path}", flush=True)
     common.start_ray(args)
     from ray import tune

@@ -4,7 +4,8 @@
 (it redraws in place; anything else printed appears above it); when stdout is not a terminal
 (CI, nohup, a file) it prints one plain line every `every` seconds and a last one at the end.
 Both show the same numbers:
-- trials ok / running / pending / error / stopped (pending counts trials Tune has not made yet);
+- trials ok / running / pending / error / stopped (pending counts trials Tune has not made yet), and paused
+  where any is (a PBT member waiting for the population at a task boundary, a trial a scheduler paused);
 - tasks learned out of the total (a stopped or failed trial's unlearned tasks leave the total);
 - elapsed time, and the ETA from the tasks learned by this process (a resumed sweep's earlier
   tasks do not make it look faster);
@@ -14,21 +15,15 @@ Both show the same numbers:
 The per-task lines (`cldst.tune.ParquetCallback`) go to the `cldst.tune` logger, which
 `task_log` sends to `<results>/sweep.log` and, with --verbose, to stdout.
 
-`tune_logs` keeps Ray Tune's own driver-side lines to what a user can act on: Tune's repeated warnings
-about frequent experiment-state snapshots become one line of ours, said once, when saving that state
-took a real share of the driver's time, and a sweep on remote storage ends with one line on what
-saving its state there cost.
+Ray's own driver-side lines: sweeps/ray_logs.py.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 import time
-import traceback
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +34,7 @@ from ray import tune
 
 from cldst.config import RunConfig
 
-STATES = ("ok", "running", "pending", "error", "stopped")
+STATES = ("ok", "running", "pending", "paused", "error", "stopped")
 TASK_LOGGER = "cldst.tune"  # ParquetCallback's per-task lines
 
 
@@ -67,7 +62,7 @@ def count(trials: list, expected_trials: int, expected_tasks: int | None, baseli
         if trial.trial_id not in num_tasks:
             num_tasks[trial.trial_id] = result.get("num_tasks") or RunConfig.from_dict(trial.config).resolve().num_tasks
         total = num_tasks[trial.trial_id]
-        state = {"RUNNING": "running", "ERROR": "error"}.get(trial.status, "pending")
+        state = {"RUNNING": "running", "PAUSED": "paused", "ERROR": "error"}.get(trial.status, "pending")
         if trial.status == "TERMINATED":
             state = "ok" if tasks == total else "stopped"
         states[state] += 1
@@ -111,8 +106,12 @@ class View:
             return 0.0
         return left * self.elapsed / self.snap.learned_here if self.snap.learned_here else None
 
+    def shown(self) -> list[str]:
+        """The states to show: all but paused, which only a scheduler that pauses (PBT) brings, when there is none."""
+        return [s for s in STATES if s != "paused" or self.snap.trials[s]]
+
     def trials(self) -> str:
-        return ", ".join(f"{self.snap.trials[s]} {s}" for s in STATES)
+        return ", ".join(f"{self.snap.trials[s]} {s}" for s in self.shown())
 
     def best(self) -> str:
         if self.snap.best is None:
@@ -134,8 +133,9 @@ class View:
         bar = Table.grid(padding=(0, 1))
         bar.add_row(f"[bold]{self.name}[/]", ProgressBar(total=max(1, s.tasks_total), completed=s.tasks_done, width=40),
                     f"{s.tasks_done}/{s.tasks_total} tasks", f"elapsed {clock(self.elapsed)}", f"ETA {clock(self.eta)}")
-        colors = {"ok": "green", "running": "cyan", "pending": "white", "error": "red", "stopped": "yellow"}
-        trials = ", ".join(f"[{colors[k]}]{s.trials[k]} {k}[/]" for k in STATES)
+        colors = {"ok": "green", "running": "cyan", "pending": "white", "paused": "blue", "error": "red",
+                  "stopped": "yellow"}
+        trials = ", ".join(f"[{colors[k]}]{s.trials[k]} {k}[/]" for k in self.shown())
         return Group(bar, f"  trials: {trials}", f"  {self.best()}")
 
 
@@ -244,99 +244,3 @@ def task_log(results_dir: Path, verbose: bool) -> Iterator[Path]:
             handler.close()
         logger.setLevel(level)
         logger.propagate = propagate
-
-
-SNAPSHOT_LOGGER = "ray.tune.execution.experiment_state"  # Tune's experiment-state snapshots
-# Tune's debug line after each snapshot while it sets the snapshot period itself (TUNE_GLOBAL_CHECKPOINT_S unset):
-# the driver's seconds in it, including the wait for the previous upload when num_to_keep forces the snapshot.
-SNAPSHOT_TOOK = re.compile(r"Experiment state snapshotting took ([0-9.]+) seconds")
-FREQUENT_SNAPSHOTS = "Experiment state snapshotting has been triggered multiple times"
-# Lines that need nothing done: (logger, start of the message's format, and for an error: the function in its
-# traceback).
-NOTHING_TO_DO = (
-    # A restored trial (a retry, a PBT exploit or unpause) fetches its own result.json and progress.csv from the
-    # storage to append to; before a snapshot has uploaded them they are not there, and Tune goes on with the
-    # driver's copy, which the next snapshot uploads. Once per restore.
-    ("ray.tune.logger.logger", "Remote file not found: ", None),
-    # A resumed sweep's state may list a checkpoint that the killed driver had already deleted (it was past
-    # num_to_keep); deleting it again finds it gone (FileNotFoundError in Tune's _delete_fs_path), which is what
-    # was wanted: the new checkpoint is registered all the same.
-    ("ray.tune.execution.tune_controller", "Trial %s: Error handling checkpoint", "_delete_fs_path"),
-)
-
-
-class SnapshotCost(logging.Filter):
-    """On Tune's snapshot logger: adds up the driver's seconds in experiment-state snapshots, drops Tune's
-    warning about frequent snapshots (every few seconds, naming settings a sweep's user does not set), and
-    prints one warning of ours, once, when the snapshots took more than `share` of the driver's last `window`
-    seconds. Records below `level` other than those it reads are dropped (the logger is lowered to DEBUG)."""
-
-    def __init__(self, storage: str, share: float = 0.1, window: float = 60.0, level: int = logging.WARNING) -> None:
-        super().__init__()
-        self.storage, self.share, self.window, self.level = storage, share, window, level
-        self.count, self.seconds, self.warned = 0, 0.0, False
-        self._recent: deque[tuple[float, float]] = deque()  # (when, seconds) within the window
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        took = SNAPSHOT_TOOK.match(message)
-        if took:
-            self.add(float(took[1]), time.monotonic())
-            return False
-        return not message.startswith(FREQUENT_SNAPSHOTS) and record.levelno >= self.level
-
-    def add(self, seconds: float, now: float) -> None:
-        self.count += 1
-        self.seconds += seconds
-        self._recent.append((now, seconds))
-        while self._recent[0][0] <= now - self.window:  # those a whole window old are out
-            self._recent.popleft()
-        spent = sum(s for _, s in self._recent)
-        if not self.warned and spent > self.share * self.window:
-            self.warned = True
-            print(f"warning: saving the sweep's state to {self.storage} took {spent:.1f} s of the driver's last "
-                  f"{self.window:.0f} s ({len(self._recent)} snapshots), time in which it handles no trial; run the "
-                  f"driver near that storage, or see the README's 'Storage on a cluster'", flush=True)
-
-    def summary(self) -> str:
-        return (f"Ray Tune state saved to {self.storage} {self.count} times, {self.seconds:.1f} s of the driver's "
-                f"time")
-
-
-class _Drop(logging.Filter):
-    """Drops the records whose message format starts with `start`; with `through`, only those whose exception is
-    a FileNotFoundError raised in that function."""
-
-    def __init__(self, start: str, through: str | None) -> None:
-        super().__init__()
-        self.start, self.through = start, through
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(self.start):
-            return True
-        if self.through is None:
-            return False
-        error = record.exc_info[1] if record.exc_info else None
-        frames = traceback.extract_tb(error.__traceback__) if isinstance(error, FileNotFoundError) else []
-        return not any(frame.name == self.through for frame in frames)
-
-
-@contextmanager
-def tune_logs(storage: str) -> Iterator[SnapshotCost]:
-    """For the duration of the block: Tune's snapshot lines go through a SnapshotCost, and the lines that need
-    nothing done (NOTHING_TO_DO) are dropped. A sweep on remote storage (a URI) ends with the snapshots' cost."""
-    snapshots = logging.getLogger(SNAPSHOT_LOGGER)
-    cost = SnapshotCost(storage, level=snapshots.getEffectiveLevel())
-    drops = [(logging.getLogger(name), _Drop(start, through)) for name, start, through in NOTHING_TO_DO]
-    level = snapshots.level
-    snapshots.setLevel(logging.DEBUG)
-    for logger, drop in [(snapshots, cost), *drops]:
-        logger.addFilter(drop)
-    try:
-        yield cost
-    finally:
-        for logger, drop in [(snapshots, cost), *drops]:
-            logger.removeFilter(drop)
-        snapshots.setLevel(level)
-        if "://" in storage and cost.count:
-            print(cost.summary(), flush=True)

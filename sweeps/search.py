@@ -25,7 +25,7 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/search.py` from a checkout
 
-from sweeps import common  # noqa: E402
+from sweeps import common, experiment  # noqa: E402
 from sweeps.search_state import ResumableASHA, SelectingSearch  # noqa: E402
 
 CHOICES = ("sparse_init", "growth", "update_frequency")
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(ON_TEST)
     if args.dry_run:
         return 0
-    exp, bench = common.prepare(args, first)
-    common.claim(exp, {"script": "search", "fixed": fixed, "choices": choices, "ranges": ranges,
+    exp, bench = experiment.prepare(args, first)
+    experiment.claim(exp, {"script": "search", "fixed": fixed, "choices": choices, "ranges": ranges,
                        "num_samples": args.num_samples, "sampler": args.sampler,
                        "asha": [args.grace_period, args.reduction_factor], "metric": metric})
     study_path = exp.results_dir / "optuna.db"

@@ -204,7 +204,7 @@ FAULTY_SWEEP = textwrap.dedent('''
     from cldst import continual
     from cldst import tune as cldst_tune
     from cldst.data import load_benchmark
-    from sweeps import common, full_grid
+    from sweeps import common, experiment, full_grid
 
     trainable = cldst_tune.trainable
 
@@ -229,7 +229,7 @@ FAULTY_SWEEP = textwrap.dedent('''
     cldst_tune.trainable = crashes_in_task_1_if_seed_7
     results_dir, address = Path(sys.argv[2]), sys.argv[3]
     args = full_grid.build_parser().parse_args(["--address", address, "--max-failures", "1"])
-    exp = common.Experiment("faulty", results_dir, str(results_dir.parent / "ray"))
+    exp = experiment.Experiment("faulty", results_dir, str(results_dir.parent / "ray"))
     space = {"benchmark": "digits", "epochs": 2, "num_tasks": 2, "lr": tune.grid_search([1e-2, 1e30]),
              "seed": tune.grid_search([0, 1, 7])}
     common.start_ray(args)

@@ -15,7 +15,7 @@ from cldst import tune as cldst_tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps import common, full_grid  # noqa: E402
+from sweeps import common, experiment, full_grid  # noqa: E402
 
 CONFIG = {"benchmark": "synthetic", "num_tasks": 2, "epochs": 1}
 
@@ -107,7 +107,7 @@ def test_only_cpu_trials_reuse_actors(monkeypatch, tmp_path, gpus, reuse):
 
     monkeypatch.setattr(tune, "Tuner", FakeTuner)
     args = full_grid.build_parser().parse_args(["--preset", "quick", "--gpus-per-trial", str(gpus)])
-    exp = common.Experiment("packing", tmp_path / "results", str(tmp_path / "ray"))
+    exp = experiment.Experiment("packing", tmp_path / "results", str(tmp_path / "ray"))
     exp.results_dir.mkdir()
     common.run(args, exp, bench=None, param_space={})
     assert seen == {"reuse": reuse, "keep": common.CHECKPOINTS_KEPT}

@@ -29,10 +29,15 @@ SWEEP = [trial("t0", "TERMINATED", 5, avg_acc=90.0), trial("t1", "TERMINATED", 5
 
 def test_counts_tasks_and_the_best_final_acc_labelled_test():
     snap = progress.count(SWEEP, expected_trials=10, expected_tasks=50, baseline={}, num_tasks={})
-    assert snap.trials == {"ok": 2, "running": 1, "pending": 2 + 3, "error": 1, "stopped": 1}
+    assert snap.trials == {"ok": 2, "running": 1, "pending": 1 + 3, "paused": 1, "error": 1, "stopped": 1}
     assert snap.tasks_done == 5 + 5 + 2 + 1 + 3
     assert snap.tasks_total == 50 - 3 - 4  # the stopped and the failed trial will not learn their other tasks
     assert snap.best == (93.5, "test", "t1")
+
+
+def test_paused_shows_only_where_a_trial_is_paused():
+    line = progress.View("s", progress.count(SWEEP[:-1], 6, 30, {}, {}), 1.0).line()
+    assert "trials 2 ok, 1 running, 1 pending, 1 error, 1 stopped |" in line and "paused" not in line
 
 
 def test_validation_acc_is_preferred_and_labelled():
@@ -63,13 +68,14 @@ def test_eta_comes_from_the_tasks_learned_by_this_process_only():
 def test_the_plain_line_and_the_rich_frame_show_the_same_numbers():
     snap = progress.count(SWEEP, 10, 50, {}, {})
     line = progress.View("quick", snap, 75.0).line()
-    assert line == ("[quick] tasks 16/43 | trials 2 ok, 1 running, 5 pending, 1 error, 1 stopped | elapsed 0:01:15, "
-                    "ETA --:--:-- | best test ACC 93.50 (t1)")
+    assert line == ("[quick] tasks 16/43 | trials 2 ok, 1 running, 4 pending, 1 paused, 1 error, 1 stopped | elapsed "
+                    "0:01:15, ETA --:--:-- | best test ACC 93.50 (t1)")
     console = Console(record=True, width=100, color_system=None)
     console.print(progress.View("quick", snap, 75.0))
     frame = console.export_text()
     assert "16/43 tasks" in frame and "elapsed 0:01:15" in frame
-    assert "trials: 2 ok, 1 running, 5 pending, 1 error, 1 stopped" in frame and "best test ACC 93.50 (t1)" in frame
+    assert "trials: 2 ok, 1 running, 4 pending, 1 paused, 1 error, 1 stopped" in frame
+    assert "best test ACC 93.50 (t1)" in frame
 
 
 def test_plain_mode_prints_every_so_often_and_once_at_the_end(capsys, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 import ray
 from shared_nothing import S3Server
 
-from sweeps import common, full_grid
+from sweeps import experiment, full_grid
 
 
 @pytest.fixture(scope="module")
@@ -32,4 +32,4 @@ def test_a_missing_bucket_fails_before_ray_starts(s3, aws, tmp_path, capsys):
 
 
 def test_an_existing_bucket_passes_the_check(s3, aws, tmp_path):
-    common.check_paths(common.Experiment("quick", tmp_path / "r", s3.uri("ray")))  # no SystemExit
+    experiment.check_paths(experiment.Experiment("quick", tmp_path / "r", s3.uri("ray")))  # no SystemExit

@@ -30,7 +30,7 @@ from cldst.data import load_benchmark
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sweeps import common, full_grid, search  # noqa: E402
+from sweeps import common, experiment, full_grid, search  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -87,7 +87,7 @@ def test_quick_grid_writes_exactly_the_expected_rows(local_ray, tmp_path, capsys
 
 def test_a_failing_trial_is_recorded_as_error_and_the_others_finish(local_ray, tmp_path, capsys):
     args = full_grid.build_parser().parse_args(["--max-failures", "1"])
-    exp = common.Experiment("err", tmp_path / "err", str(tmp_path / "ray"))
+    exp = experiment.Experiment("err", tmp_path / "err", str(tmp_path / "ray"))
     space = {"benchmark": "digits", "epochs": 2, "num_tasks": 2, "lr": tune.grid_search([1e-2, 1e30, 5e-3])}
     common.run(args, exp, load_benchmark("digits"), space)  # lr 1e30: the loss becomes NaN in the first epoch
     assert common.summarize(exp, expected=3) == 0
@@ -122,7 +122,7 @@ def fails_once_at_task_2(config: dict, bench, marker: str) -> None:
 
 def test_a_retried_trial_continues_from_its_last_task_checkpoint(local_ray, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
-    exp = common.Experiment("retry", tmp_path / "retry", str(tmp_path / "ray"))
+    exp = experiment.Experiment("retry", tmp_path / "retry", str(tmp_path / "ray"))
     args = full_grid.build_parser().parse_args(["--max-failures", "1"])
     fn = tune.with_resources(tune.with_parameters(fails_once_at_task_2, bench=load_benchmark("digits"),
                                                   marker=str(tmp_path / "failed-once")), {"cpu": 1})

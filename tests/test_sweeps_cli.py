@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps import common, full_grid, search  # noqa: E402
+from sweeps import experiment, full_grid, search  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,7 +46,7 @@ def test_search_dry_run_describes_the_space(capsys):
 
 def test_default_paths_are_absolute_and_named_after_the_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exp = common.experiment(full_grid.build_parser().parse_args(["--preset", "quick"]))
+    exp = experiment.from_args(full_grid.build_parser().parse_args(["--preset", "quick"]))
     assert exp.name == "quick"
     assert exp.results_dir == tmp_path / "results" / "quick"
     assert exp.storage == str(tmp_path / "results" / "ray")
@@ -54,18 +54,18 @@ def test_default_paths_are_absolute_and_named_after_the_preset(tmp_path, monkeyp
 
 
 def test_another_sweep_under_the_same_name_is_refused(tmp_path, capsys):
-    exp = common.Experiment("e", tmp_path / "e", str(tmp_path / "ray"))
-    common.claim(exp, {"axes": {"growth": ["random"]}})
-    common.claim(exp, {"axes": {"growth": ["random"]}})  # the same sweep: a resume
+    exp = experiment.Experiment("e", tmp_path / "e", str(tmp_path / "ray"))
+    experiment.claim(exp, {"axes": {"growth": ["random"]}})
+    experiment.claim(exp, {"axes": {"growth": ["random"]}})  # the same sweep: a resume
     with pytest.raises(SystemExit) as info:
-        common.claim(exp, {"axes": {"growth": ["momentum"]}})
+        experiment.claim(exp, {"axes": {"growth": ["momentum"]}})
     assert info.value.code == 2
     assert "holds another sweep named 'e'" in capsys.readouterr().err
 
 
 def test_results_without_their_ray_state_are_not_overwritten(tmp_path, capsys):
-    exp = common.Experiment("e", tmp_path / "e", str(tmp_path / "elsewhere"))
+    exp = experiment.Experiment("e", tmp_path / "e", str(tmp_path / "elsewhere"))
     (exp.results_dir / "runs").mkdir(parents=True)
     with pytest.raises(SystemExit):
-        common.claim(exp, {"axes": {}})
+        experiment.claim(exp, {"axes": {}})
     assert "no Ray Tune state to resume them from" in capsys.readouterr().err

@@ -45,15 +45,18 @@ def test_the_token_is_found_where_ray_looks_first(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(120)
-def test_a_local_ray_s_token_file_is_readable_by_its_owner_only(tmp_path):
+def test_a_local_ray_uses_a_token_readable_by_its_owner_only_and_says_nothing_of_it(tmp_path):
     home = tmp_path / "home"
-    start = ("import sys; sys.path.insert(0, sys.argv[1]); from sweeps import common, full_grid; import ray; "
-             "common.start_ray(full_grid.build_parser().parse_args([])); ray.shutdown()")
+    start = ("import os, sys; sys.path.insert(0, sys.argv[1]); from sweeps import common, full_grid; import ray; "
+             "common.start_ray(full_grid.build_parser().parse_args([])); print(os.environ['RAY_AUTH_MODE']); "
+             "ray.shutdown()")
     env = {k: v for k, v in plain_env(home).items() if k != "RAY_ADDRESS"}
-    subprocess.run([sys.executable, "-c", start, str(REPO)], env=env, check=True, timeout=100,
-                   capture_output=True, preexec_fn=lambda: os.umask(0o022))  # Ray would leave it at 0644
+    ran = subprocess.run([sys.executable, "-c", start, str(REPO)], env=env, check=True, timeout=100, text=True,
+                         capture_output=True, preexec_fn=lambda: os.umask(0o022))  # Ray would leave it at 0644
     token_file = home / ".ray" / "auth_token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and token_file.read_text().strip()
+    assert ran.stdout.splitlines()[-1] == "token"  # Ray's default for a local Ray
+    assert "Token authentication" not in ran.stdout + ran.stderr, ran.stderr
 
 
 @pytest.mark.cluster

@@ -1,4 +1,4 @@
-"""What a sweep prints of Ray Tune's own lines (sweeps.progress.tune_logs), the checkpoints it keeps on remote
+"""What a sweep prints of Ray Tune's own lines (sweeps.ray_logs.tune_logs), the checkpoints it keeps on remote
 storage, and how its workers end on SIGTERM (sweeps.cluster.exit_quietly_on_sigterm). The same on a real
 cluster with S3: tests/test_s3_cluster.py."""
 
@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sweeps import common, progress  # noqa: E402
+from sweeps import common, ray_logs  # noqa: E402
 
 FREQUENT = ("Experiment state snapshotting has been triggered multiple times in the last 5.0 seconds and may "
             "become a bottleneck.")
@@ -45,9 +45,9 @@ def seen():
 
 
 def test_tunes_snapshot_lines_become_one_warning_and_one_summary_line(seen, capsys):
-    snapshots = logging.getLogger(progress.SNAPSHOT_LOGGER)
-    through = seen(progress.SNAPSHOT_LOGGER)
-    with progress.tune_logs("s3://bucket/ray/sweep") as cost:
+    snapshots = logging.getLogger(ray_logs.SNAPSHOT_LOGGER)
+    through = seen(ray_logs.SNAPSHOT_LOGGER)
+    with ray_logs.tune_logs("s3://bucket/ray/sweep") as cost:
         for seconds in (0.5, 2.5, 4.0):  # 7 s within a minute: over 10% of it
             snapshots.debug(f"Experiment state snapshotting took {seconds:.2f} seconds. Adjusting snapshotting period")
             snapshots.warning(FREQUENT)
@@ -63,15 +63,15 @@ def test_tunes_snapshot_lines_become_one_warning_and_one_summary_line(seen, caps
 
 
 def test_the_warning_needs_a_tenth_of_the_last_minute_and_a_local_storage_gets_no_summary(capsys):
-    cost = progress.SnapshotCost("/shared/ray/sweep")
+    cost = ray_logs.SnapshotCost("/shared/ray/sweep")
     for minute in range(3):  # 5 s each minute: under the share
         cost.add(5.0, now=60.0 * minute)
     cost.add(1.5, now=170.0)  # 6.5 s in the last 60 s
     assert cost.warned and "took 6.5 s of the driver's last 60 s (2 snapshots)" in capsys.readouterr().out
     cost.add(30.0, now=171.0)
     assert capsys.readouterr().out == ""  # once
-    with progress.tune_logs("/shared/ray/sweep"):
-        logging.getLogger(progress.SNAPSHOT_LOGGER).debug("Experiment state snapshotting took 0.02 seconds.")
+    with ray_logs.tune_logs("/shared/ray/sweep"):
+        logging.getLogger(ray_logs.SNAPSHOT_LOGGER).debug("Experiment state snapshotting took 0.02 seconds.")
     assert capsys.readouterr().out == ""
 
 
@@ -86,7 +86,7 @@ def deleting(path: str) -> None:
 
 def test_lines_that_need_nothing_done_are_dropped_and_the_others_kept(seen):
     trial_files, controller = seen("ray.tune.logger.logger"), seen("ray.tune.execution.tune_controller")
-    with progress.tune_logs("s3://bucket/ray/sweep"):
+    with ray_logs.tune_logs("s3://bucket/ray/sweep"):
         logging.getLogger("ray.tune.logger.logger").warning("Remote file not found: bucket/ray/sweep/t/result.json")
         logging.getLogger("ray.tune.logger.logger").warning("Error downloading bucket/ray/sweep/t/result.json")
         for cause in (lambda: deleting("checkpoint_000001"), lambda: open("/nonexistent/state.pt"),
