@@ -8,6 +8,7 @@ reader in reader.py. No torch and no ray: `analysis/` reads results on a laptop 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -134,9 +135,13 @@ def write_table(table: pa.Table, final: Path) -> Path:
     """Write `table` to `final` atomically: a temp file in the same folder, then rename.
 
     A crash leaves either the old file or the new one under the final name, never a partial
-    one; temp files start with '.' and the reader ignores them.
+    one; temp files start with '.' and the reader ignores them. A temp file of `final` already there was left by
+    a writer killed mid-write (a file has one writer at a time: a part, its sweep's driver; a compacted file, the
+    compaction that holds the lock), and goes now.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -69,3 +69,18 @@ def test_results_without_their_ray_state_are_not_overwritten(tmp_path, capsys):
     with pytest.raises(SystemExit):
         experiment.claim(exp, {"axes": {}})
     assert "no Ray Tune state to resume them from" in capsys.readouterr().err
+
+
+def test_the_summary_ranks_tied_trials_as_the_progress_view_names_the_best(tmp_path, capsys):
+    from sweeps import common, progress
+    from tests.test_compaction import trial
+
+    exp = experiment.Experiment("ties", tmp_path / "ties", str(tmp_path / "ray"))
+    for trial_id in ("t1", "t3", "t2"):  # one ACC for all three
+        trial(exp.results_dir, trial_id)
+    assert common.summarize(exp, expected=3) == 0
+    listed = [line.rsplit("(", 1)[1].rstrip(")") for line in capsys.readouterr().out.splitlines()
+              if line.startswith("  ACC")]
+    assert listed == ["t3", "t2", "t1"]
+    runs = [(trial_id, {"avg_acc": 89.0}) for trial_id in ("t1", "t3", "t2")]
+    assert progress.best_acc(runs)[2] == listed[0]
