@@ -20,9 +20,8 @@ same sums, associated differently) differed by up to 30% relative in some layers
 agreed to 1e-5. In float64 the gradients agree to ~1e-15 and the loss (which `train_step` takes in fp32)
 to ~1e-7, whereas a swapped member or a skipped gradient freeze is off by O(1).
 
-Prints each row as it is measured, then the tables (appended to benchmarks/RESULTS.md unless --no-append);
-no cell starts once --budget-s has passed, and a cell that runs out of memory or fails is a row saying so.
-Exits 1 if the check fails.
+Prints each row as it is measured, then the tables (appended to benchmarks/RESULTS.md unless --no-append); no
+cell starts after --budget-s, a cell that runs out of memory or fails is a row saying so; exits 1 if the check fails.
 
     python -m benchmarks.fusion [--quick] [--device auto|cpu|cuda] [--no-append] [--budget-s S] [--compile]
 """
@@ -206,15 +205,15 @@ def fresh(device: torch.device) -> None:
 
 def rate(device: torch.device, step: Callable[[], object], images: int, warmup: int, steps: int,
          seconds: float) -> float:
-    """Images/s of `step` after `warmup` calls: chunks of `steps` calls until `seconds` have been timed."""
+    """Images/s of `step` after `warmup` calls, in the fastest of the chunks of `steps` calls timed until `seconds`
+    have passed: other work on the machine only ever slows a chunk (as the packed rows keep their best round)."""
     for _ in range(warmup):
         step()
     common.sync(device)
-    elapsed, done = 0.0, 0
-    while done == 0 or elapsed < seconds:
-        elapsed += common.time_calls(device, step, steps)
-        done += steps
-    return images * done / elapsed
+    chunks = [common.time_calls(device, step, steps)]
+    while sum(chunks) < seconds:
+        chunks.append(common.time_calls(device, step, steps))
+    return images * steps / min(chunks)
 
 
 def measure(cell: Cell, device: torch.device, bench: Benchmark, args: argparse.Namespace, single: float | None
@@ -331,8 +330,8 @@ def main(argv: list[str] | None = None) -> dict[str, list]:
              f"{'bf16-autocast ' if device.type == 'cuda' else ''}step with the engine's masking and Adam on the "
              "stacks, input drawn for all members in one gather; packed: `benchmarks.packing.pack`, K processes "
              f"sharing the device; compiled: one trial, its net under torch.compile (mode {args.compile_mode})",
-             f"timing: {args.warmup} warm-up steps, then chunks of {args.steps} steps until {args.seconds:g} s "
-             f"(packed: {args.rounds} rounds sized to last ~{args.seconds:g} s each without gain, the best kept); "
+             f"timing: {args.warmup} warm-up steps, then chunks of {args.steps} steps until {args.seconds:g} s, "
+             f"the fastest kept (packed: {args.rounds} rounds sized to last ~{args.seconds:g} s each, the best); "
              "density 0.2, task 1 of 10, no prune-and-regrow in any row",
              "peak GB: torch.cuda.max_memory_allocated over the cell (packed: K x the largest process's, without "
              "the CUDA contexts); n/a on a CPU",
