@@ -12,7 +12,7 @@ reader's rule, schema.py). Then it removes what it merged. It is
 - safe beside a running sweep: unfinished trials keep their parts; a part rewritten while being merged (a
   resumed trial) is not removed, and as a part it outranks the compacted copy. A resumed trial that rewrites
   rows after compaction writes a new part, whose rows replace the compacted ones key by key.
-Two compactions of one folder never run at once (a lock file).
+Two compactions of one folder never run at once (a lock file); one removes what a stopped one half wrote.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cldst.reader import PART_RANK, listing, resolve, scan
-from cldst.results import write_table
+from cldst.results import remove_killed_writes, write_table
 from cldst.schema import KEYS, KINDS, PART_PATTERN, ResultsError
 
 LEFTOVER = ".compacting"  # suffix of a part a compaction moved aside and had not yet removed when it stopped
@@ -96,6 +96,7 @@ def compact(experiment_dir: str | os.PathLike) -> Compacted:
     if not all((experiment_dir / kind).is_dir() for kind in KINDS):
         raise ResultsError(f"{experiment_dir}: not an experiment folder (expected tasks/ and runs/ in it)")
     with _lock(experiment_dir):
+        remove_killed_writes(experiment_dir, "compact-*.parquet")  # a stopped compaction's half-written file
         for kind in KINDS:
             _restore_leftovers(experiment_dir / kind)
         done = Compacted(experiment_dir, None)

@@ -22,7 +22,7 @@ import pyarrow.fs
 from cldst.cli import fail
 from cldst.config import ConfigError, RunConfig
 from cldst.data import Benchmark, DataError, load_benchmark
-from cldst.results import KINDS, ResultsError, check_writable
+from cldst.results import KINDS, ResultsError, check_writable, remove_killed_writes
 from cldst.splits import validation_indices
 from sweeps import cluster
 
@@ -96,6 +96,7 @@ def claim(exp: Experiment, spec: dict) -> None:
              f"pass its --storage, or another --name")
     exp.results_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    remove_killed_writes(exp.results_dir)  # the temp files of a driver killed mid-write; this one writes no part yet
 
 
 def prepare(args: argparse.Namespace, first: RunConfig) -> tuple[Experiment, Benchmark]:

@@ -104,6 +104,15 @@ def test_a_part_moved_aside_by_a_stopped_compaction_is_restored(sweep: Path) -> 
     assert ("running", 1, 89.0) in keyed(sweep)["tasks"] and part.exists()
 
 
+def test_a_stopped_compaction_s_half_written_file_goes_and_a_writing_part_s_temp_stays(sweep: Path) -> None:
+    half = sweep / "tasks" / ".compact-000001.parquet.k1ll3d.tmp"
+    half.write_bytes(b"PAR1 half")
+    writing = sweep / "tasks" / ".part-running.parquet.w0rk1n.tmp"  # a sweep's write in flight: not compaction's
+    writing.write_bytes(b"PAR1 half")
+    compaction.compact(sweep)
+    assert not half.exists() and writing.exists()
+
+
 def test_a_part_rewritten_while_it_is_merged_stands(sweep: Path, monkeypatch) -> None:
     scan = compaction.scan
     common = results.common_columns(CONFIG, sweep.name, "b", "node-b")

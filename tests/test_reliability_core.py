@@ -50,11 +50,14 @@ def test_a_writer_killed_mid_write_leaves_a_whole_file_or_none(tmp_path, delay):
     assert loaded.runs.num_rows == 400
     leftovers = [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]
     assert all(name.endswith(".tmp") for name in leftovers)  # a killed writer's temp file is ignored
-    other = tmp_path / "runs" / ".part-t2.parquet.abc.tmp"  # another file's: not this writer's to remove
-    other.write_bytes(b"PAR1 half")
-    (tmp_path / "runs" / ".part-t1.parquet.xyz.tmp").write_bytes(b"PAR1 half")  # a leftover, whatever the kill hit
-    results.write_table(loaded.runs, final)  # the next write of the file (a rerun's) removes its leftovers
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [other.name, final.name]
+    # A rerun, as it starts, removes the parts' leftovers (whatever the kill hit); a compaction's are its own.
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / ".part-t1.parquet.xyz.tmp").write_bytes(b"PAR1 half")
+    compaction_s = tmp_path / "runs" / ".compact-000002.parquet.abc.tmp"
+    compaction_s.write_bytes(b"PAR1 half")
+    assert results.remove_killed_writes(tmp_path) == len(leftovers) + 1
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [compaction_s.name, final.name]
+    assert list((tmp_path / "tasks").iterdir()) == []
 
 
 def test_disk_full_mid_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
