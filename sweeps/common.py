@@ -133,9 +133,6 @@ def check_configs(configs: list[dict]) -> RunConfig:
         fail(str(err))
 
 
-TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
-
-
 def start_ray(args: argparse.Namespace) -> None:
     """Join the cluster at --address / $RAY_ADDRESS (shipping cldst with the job), else start a local Ray."""
     import ray
@@ -150,11 +147,9 @@ def start_ray(args: argparse.Namespace) -> None:
         runtime_env = {"py_modules": [str(Path(cldst.__file__).parent)], **cluster.worker_setup()}
         ray.init(address=address, runtime_env=runtime_env, **quiet)
     else:
-        from sweeps.ray_logs import dropped
+        from sweeps.ray_logs import LOCAL_TOKEN_NOTICE, dropped
 
-        # Ray (2.59+) turns token auth on for a local Ray and warns that it did. cldst wants it on, and makes the
-        # token file private (protect_token_file): the warning leaves the user nothing to do.
-        with dropped(TOKEN_LOGGER, "Token authentication is enabled"):
+        with dropped(*LOCAL_TOKEN_NOTICE):
             ray.init(address="local", include_dashboard=False, runtime_env=cluster.worker_setup(), **quiet)
         cluster.protect_token_file()
 

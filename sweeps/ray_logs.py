@@ -3,7 +3,7 @@
 `tune_logs`: Tune's repeated warnings about frequent experiment-state snapshots become one line of ours, said once,
 when saving that state took a real share of the driver's time; a sweep on remote storage ends with one line on what
 saving its state there cost; the lines that need nothing done (NOTHING_TO_DO) are dropped. `dropped`: one such
-line, for the duration of a block (Ray's notice that a local Ray uses token auth, which cldst wants).
+line, for the duration of a block (LOCAL_TOKEN_NOTICE, as a local Ray starts).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from sweeps.experiment import is_remote
 
@@ -35,6 +35,9 @@ NOTHING_TO_DO = (
     # was wanted: the new checkpoint is registered all the same.
     ("ray.tune.execution.tune_controller", "Trial %s: Error handling checkpoint", "_delete_fs_path"),
 )
+# Ray's notice, as it starts a local Ray (2.59+), that it turned token auth on: cldst wants it on and makes the token
+# file private (sweeps.cluster.protect_token_file), so the notice leaves the user nothing to do.
+LOCAL_TOKEN_NOTICE = ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled")
 
 
 class SnapshotCost(logging.Filter):
@@ -94,9 +97,9 @@ class _Drop(logging.Filter):
 
 
 @contextmanager
-def dropped(logger_name: str, start: str) -> Iterator[None]:
-    """For the duration of the block, `logger_name`'s records whose message format starts with `start` are dropped."""
-    logger, drop = logging.getLogger(logger_name), _Drop(start, None)
+def dropped(logger_name: str, start: str, through: str | None = None) -> Iterator[None]:
+    """For the duration of the block, `logger_name`'s records that _Drop(start, through) matches are dropped."""
+    logger, drop = logging.getLogger(logger_name), _Drop(start, through)
     logger.addFilter(drop)
     try:
         yield
@@ -110,16 +113,16 @@ def tune_logs(storage: str) -> Iterator[SnapshotCost]:
     nothing done (NOTHING_TO_DO) are dropped. A sweep on remote storage (a URI) ends with the snapshots' cost."""
     snapshots = logging.getLogger(SNAPSHOT_LOGGER)
     cost = SnapshotCost(storage, level=snapshots.getEffectiveLevel())
-    drops = [(logging.getLogger(name), _Drop(start, through)) for name, start, through in NOTHING_TO_DO]
     level = snapshots.level
     snapshots.setLevel(logging.DEBUG)
-    for logger, drop in [(snapshots, cost), *drops]:
-        logger.addFilter(drop)
+    snapshots.addFilter(cost)
     try:
-        yield cost
+        with ExitStack() as drops:
+            for line in NOTHING_TO_DO:
+                drops.enter_context(dropped(*line))
+            yield cost
     finally:
-        for logger, drop in [(snapshots, cost), *drops]:
-            logger.removeFilter(drop)
+        snapshots.removeFilter(cost)
         snapshots.setLevel(level)
         if is_remote(storage) and cost.count:
             print(cost.summary(), flush=True)
