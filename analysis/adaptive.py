@@ -11,7 +11,7 @@ validation fraction and seed; settings within the values PBT explored) that the 
 the best validation ACC after task 0, kept for every task. A tie at the top (digits' first task is often
 100% on validation) counts as the mean of the tied runs: the expected result of picking one at random.
 Test ACC is reported beside each choice, never used to make it. `comparisons()` pairs the methods by seed
-(and capacity weights against each other); the report tests them with the rest of its family (analysis/stats.py).
+(and capacity weights against each other); the report tests them as a family per adaptive setting (analysis/stats.py).
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def _context(seeds: pd.DataFrame, panel: str) -> dict:
 
 
 def verdict_lines(rows: pd.DataFrame) -> list[str]:
-    """One line per adjusted adaptive comparison (`stats.family` over the report's family)."""
+    """One line per adjusted adaptive comparison (`stats.family`, a family per adaptive setting)."""
     lines = []
     for _, row in rows.iterrows():
         if row["n_pairs"] == 0:

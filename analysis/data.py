@@ -9,10 +9,12 @@ and shown but never enter a mean.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ IDENTITY = ["experiment", "trial_id"]
 # Fields of the resolved config that say where or how a run executed, not what it computes.
 NOT_A_SETTING = {"device"}
 UNRECORDED = "unrecorded"  # the protocol of runs written before it was recorded (schema version 1)
+MAX_IMAGES = 100_000  # a task's evaluation set is never larger: a denominator above it is no count
 
 
 @dataclass
@@ -104,6 +107,28 @@ def matching(frame: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
 def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Finished runs with a final ACC: the only ones that enter means."""
     return runs[(runs["status"] == "ok") & runs["acc"].notna()]
+
+
+def accuracy_step(matrices: Iterable) -> float:
+    """One evaluation image, in ACC points, for runs whose accuracy matrices (lists of rows, in %) are given; 0
+    when it cannot be told. ACC is the mean over T tasks of 100 k_t / n_t, so one image of the largest task moves
+    it by 100 / (T max n_t). n_t is the least common multiple of the reduced denominators of task t's final
+    accuracies: the coarsest lattice they all lie on, which divides the true n_t (so the step errs large)."""
+    sizes: dict[int, int] = {}
+    tasks = 0
+    for matrix in matrices:
+        if matrix is None or len(matrix) == 0:
+            continue
+        final = list(matrix[-1])
+        tasks = max(tasks, len(final))
+        for t, value in enumerate(final):
+            share = Fraction(float(value) / 100).limit_denominator(MAX_IMAGES)
+            if abs(float(share) - float(value) / 100) > 1e-12:  # 100 k / n in float64 is closer than this
+                return 0.0  # not a count of images (an average of several evaluations, say)
+            sizes[t] = math.lcm(sizes.get(t, 1), share.denominator)
+    if not sizes or max(sizes.values()) > MAX_IMAGES:
+        return 0.0
+    return 100.0 / (tasks * max(sizes.values()))
 
 
 def _running_trials(runs: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:

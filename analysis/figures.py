@@ -157,7 +157,7 @@ def comparisons(rows: pd.DataFrame, path: Path) -> Path | None:
     """Forest plot of the report's comparisons (adjusted `findings.COLUMNS` rows): the mean seed-paired
     difference a - b with its 95% CI, the panels stacked in the report's order, each as tall as its
     comparisons (a tall figure reads as a list; the paper grid's 234 per benchmark stay legible).
-    Filled: real; hollow: not established; cross: no test (one seed, no interval)."""
+    Filled: real; hollow: not established; cross: not tested (one seed, no interval)."""
     rows = rows[rows["n_pairs"] > 0]
     if rows.empty:
         return None
@@ -168,7 +168,7 @@ def comparisons(rows: pd.DataFrame, path: Path) -> Path | None:
     for ax, (panel, part) in zip(axes, groups, strict=True):
         _forest(ax, part.iloc[::-1])  # first comparison at the top
         ax.set_title(wrap(panel, 90), fontsize=8)
-    fig.suptitle("Seed-paired differences in final ACC (points), 95% CI; filled = real after Holm", fontsize=10)
+    fig.suptitle("Seed-paired differences in final ACC (points), 95% CI; filled = real within its family", fontsize=10)
     return save(fig, path)
 
 
@@ -185,7 +185,7 @@ def _forest(ax: Axes, rows: pd.DataFrame) -> None:
     ax.scatter(diff[real], y[real], color="tab:red", zorder=3, s=18, label="real")
     ax.scatter(diff[tested & ~real], y[tested & ~real], facecolors="white", edgecolors="0.2", zorder=3, s=18,
                label="not established")
-    ax.scatter(diff[~tested], y[~tested], marker="x", color="0.5", zorder=3, s=18, label="no test")
+    ax.scatter(diff[~tested], y[~tested], marker="x", color="0.5", zorder=3, s=18, label="not tested")
     labels = []
     for row in rows.itertuples():
         where = " ".join(str(part) for part in ("" if pd.isna(row.density) else f"{row.density:g}",

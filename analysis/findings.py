@@ -1,10 +1,11 @@
-"""The paper's questions asked of the data, answered by seed-paired tests (analysis/stats.py).
+"""The paper's questions asked of the data, and the sentences that answer them.
 
-Per comparison panel (one task split) and density: ERK against uniform, paired on (seed, growth
-criterion) and averaged within each seed; per init and density, every pair of growth criteria, paired
-on the seed. `comparisons()` gives one row per comparison; the report adjusts them as one family
-(`stats.family`, Holm) together with the adaptive comparisons, and `sentences()` turns the adjusted
-rows into findings that carry their numbers. Nothing here knows which answer to expect.
+Per benchmark split (a comparison panel), the claims of analysis/claims.py: ERK against uniform at each
+density, each pair of growth criteria as a main effect over the init x density cells both ran, and, gated
+below each main effect, its cells. Each split is one family (analysis/stats.py, `claims.decide`);
+`sentences()` turns the adjusted rows into findings that carry their numbers, and `best_configs()` chooses
+each split's best configuration and says which others cannot be told apart from it. Nothing here knows which
+answer to expect.
 """
 
 from __future__ import annotations
@@ -15,24 +16,25 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import stats
-from analysis.data import matching, ok_runs
+from analysis import claims, stats
+from analysis.data import accuracy_step, matching, ok_runs
 from analysis.tables import number, panel_keys, panels, table_keys
 
-# findings.csv: the context of each comparison, then the comparison (DESIGN.md "Comparisons")
+# findings.csv: the context of each comparison, then the comparison (README, "Analysis")
 CONTEXT = ["benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency"]
 COLUMNS = [*CONTEXT, "topic", "density", "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high",
-           "p_value", "p_adjusted", "mde", "verdict", "panel", "n_run_pairs", "n_unmatched", "sd"]
+           "p_value", "p_adjusted", "mde", "verdict", "panel", "n_run_pairs", "n_unmatched", "sd", "family",
+           "family_size", "level", "tie", "reversed_cells", "heterogeneity_p"]
 # Differences below this print as 0.00: BWT at 0 is the isolation promise.
 TIE = 0.005
-ONE_POINT = 1.0  # the difference the per-panel power statement asks about, in ACC points
+ONE_POINT = 1.0  # the difference the per-split power statement asks about, in ACC points
 
 
 @dataclass(frozen=True)
 class Finding:
-    panel: str  # title of the comparison panel the finding is about
-    topic: str  # "init", "growth", "power" or "bwt"
-    verdict: str  # stats.REAL / NOT_ESTABLISHED / NO_TEST; for bwt "none" / "forgetting"; "" for power
+    panel: str  # title of the comparison panel (the split) the finding is about
+    topic: str  # "init", "growth", "growth cell", "family", "power" or "bwt"
+    verdict: str  # stats.REAL / NOT_ESTABLISHED / NOT_TESTED; for bwt "none" / "forgetting"; "" otherwise
     text: str
     winner: str | None = None
 
@@ -54,6 +56,8 @@ class Best:
     untold: tuple[str, ...] = ()  # the other configurations that cannot be told apart from it (same metric)
     ahead: tuple[str, ...] = ()  # those better than it for real on the seeds both ran (a mean over other seeds)
     compared: int = 0  # how many configurations it was compared with
+    pairs: int = 0  # the tested pairs of the split's configurations: the family its verdicts are corrected in
+    tested: bool = True  # False: one seed, so no comparison was tested
 
     @property
     def on_validation(self) -> bool:
@@ -61,54 +65,41 @@ class Best:
 
 
 def comparisons(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """One row per init and growth comparison of every panel of a `tables.summary` table, unadjusted
-    (COLUMNS but p_adjusted, mde and verdict, which `stats.family` adds over the report's whole family)."""
+    """Every panel's claims (COLUMNS), each panel adjusted as its own family, named by the panel's title."""
     keys = panel_keys(table_keys(table))
     finished = ok_runs(runs)
-    rows = []
+    out = []
     for title, _slug, panel in panels(table):
         mine = matching(finished, panel.iloc[0][keys])
-        context = {"panel": title, **{k: panel.iloc[0][k] for k in CONTEXT}}
-        for density, at_density in mine.groupby("density", sort=True):
-            where = {**context, "density": density}
-            rows += [{**where, "topic": "init", "sparse_init": "", **row}
-                     for row in _pairwise(at_density, "sparse_init", ["seed", "growth"])]
-            for init, same_init in at_density.groupby("sparse_init", sort=True):
-                rows += [{**where, "topic": "growth", "sparse_init": init, **row}
-                         for row in _pairwise(same_init, "growth", ["seed"])]
-    return pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("p_adjusted", "mde", "verdict")])
-
-
-def _pairwise(runs: pd.DataFrame, factor: str, index: list[str]) -> list[dict]:
-    """Every pair of `factor`'s levels among `runs`, compared on final ACC with runs matched on `index` (the
-    seed first), the leader named first."""
-    acc = runs.set_index(index)
-    return [stats.leader_first(a, acc.loc[acc[factor] == a, "acc"], b, acc.loc[acc[factor] == b, "acc"])
-            for a, b in itertools.combinations(sorted(runs[factor].unique()), 2)]
+        rows = claims.split_claims(mine, "acc", accuracy_step(mine["acc_matrix"])) if len(mine) else pd.DataFrame()
+        if not rows.empty:
+            out.append(claims.decide(rows, title).assign(panel=title, **{k: panel.iloc[0][k] for k in CONTEXT}))
+    return pd.concat(out, ignore_index=True).reindex(columns=COLUMNS) if out else pd.DataFrame(columns=COLUMNS)
 
 
 def sentences(rows: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame) -> list[Finding]:
-    """The findings of every panel, in panel order, from the adjusted rows (`stats.family`)."""
+    """The findings of every panel, in panel order, from its adjusted rows (`comparisons`)."""
     out: list[Finding] = []
     keys = panel_keys(table_keys(table))
     finished = ok_runs(runs)
-    family_size = int(rows["p_value"].notna().sum())
     for title, _slug, panel in panels(table):
         mine = rows[rows["panel"] == title]
-        for density in sorted(mine["density"].unique()):
-            at_density = mine[mine["density"] == density]
-            out += [_init_finding(title, row) for _, row in at_density[at_density["topic"] == "init"].iterrows()]
-            for init in sorted(at_density.loc[at_density["topic"] == "growth", "sparse_init"].unique()):
-                means = panel[(panel["density"] == density) & (panel["sparse_init"] == init)].set_index("growth")
-                out.append(_growth_finding(title, density, init, at_density[at_density["sparse_init"] == init],
-                                           means["acc_mean"].dropna()))
-        out += _power_finding(title, mine, family_size)
-        out += _bwt_finding(title, matching(finished, panel.iloc[0][keys])["bwt"].dropna())
+        split_runs = matching(finished, panel.iloc[0][keys])
+        if not mine.empty:
+            out.append(_family_finding(title, mine))
+        out += [_init_finding(title, row) for _, row in mine[mine["topic"] == claims.INIT].iterrows()]
+        main = mine[mine["topic"] == claims.GROWTH]
+        if not main.empty:
+            out.append(_growth_finding(title, main, split_runs.groupby("growth")["acc"].mean()))
+        out += [_cell_finding(title, row) for _, row in mine[(mine["topic"] == claims.CELL)
+                                                            & (mine["verdict"] == stats.REAL)].iterrows()]
+        out += _power_finding(title, mine)
+        out += _bwt_finding(title, split_runs["bwt"].dropna())
     return out
 
 
 def evidence(row: pd.Series) -> str:
-    """"95% CI 2.33 to 3.35, 10 seeds (40 run pairs), Holm-adjusted p < 0.001" for one adjusted row."""
+    """"95% CI 2.33 to 3.35, 10 seeds (40 run pairs), adjusted p < 0.001" for one adjusted row."""
     if row["n_pairs"] == 0:
         return "no seed run by both, so no test"
     seeds = f"{int(row['n_pairs'])} seed{'s' if row['n_pairs'] != 1 else ''}"
@@ -116,81 +107,128 @@ def evidence(row: pd.Series) -> str:
         seeds += f" ({int(row['n_run_pairs'])} run pairs)"
     if row["n_unmatched"]:
         seeds += f"; {int(row['n_unmatched'])} run(s) without a pair left out"
-    if row["verdict"] == stats.NO_TEST:
-        return f"{seeds}: one pair gives no spread, so no test"
+    if row["verdict"] == stats.NOT_TESTED:
+        return f"{seeds}: not tested"
     p = row["p_adjusted"]
     shown = "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-    if row["sd"] == 0:
-        return f"{seeds}, every one the same difference: no spread, so the exact sign-flip test, Holm-adjusted {shown}"
-    return f"95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}, {seeds}, Holm-adjusted {shown}"
+    if row["tie"]:
+        return (f"{seeds}, spread below one test image: a tie of counts, so the exact sign-flip test, adjusted "
+                f"{shown}")
+    return f"95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}, {seeds}, adjusted {shown}"
 
 
 def detectable(row: pd.Series) -> str:
-    """The power statement of a comparison that is not real."""
+    """The power statement of a comparison that is not real: an estimate, from the spread its seeds showed."""
     if pd.isna(row["mde"]):
         return ""
+    df = f"{int(row['n_pairs']) - 1} degree{'s' if row['n_pairs'] != 2 else ''} of freedom"
     if row["mde"] > 100:
-        return "; with this spread and these seeds no difference on the 0-100 scale would be found with 80% power"
-    return f"; with this spread and these seeds only a difference of {row['mde']:.2f} points would be found " \
-           f"with 80% power"
+        return (f"; with this spread (estimated with {df}) and these seeds no difference on the "
+                "0-100 scale would be found with 80% power")
+    return (f"; with this spread (estimated with {df}) and these seeds a difference of about "
+            f"{row['mde']:.2f} points would be found with 80% power")
+
+
+def _untested(row: pd.Series) -> str:
+    return f"not tested ({int(row['n_pairs'])} seed{'s' if row['n_pairs'] != 1 else ''})"
+
+
+def _family_finding(title: str, rows: pd.DataFrame) -> Finding:
+    counts = rows.loc[rows["p_value"].notna(), "topic"].value_counts()
+    if counts.empty:
+        return Finding(title, "family", "", f"No claim of this split is tested yet: {_untested(rows.iloc[0])}.")
+    parts = [f"{counts.get(claims.INIT, 0)} init claim(s)", f"{counts.get(claims.GROWTH, 0)} growth main effect(s)"]
+    if counts.get(claims.CELL, 0):
+        parts.append(f"{counts[claims.CELL]} growth cell(s), each tested only once its main effect is real")
+    text = (f"This split is one family of {int(rows['family_size'].iloc[0])} tested claims ({', '.join(parts)}); "
+            f"its familywise error rate is {stats.ALPHA:g}.")
+    return Finding(title, "family", "", text)
 
 
 def _init_finding(title: str, row: pd.Series) -> Finding:
     where = f"At density {row['density']:g}"
     if row["n_pairs"] == 0:
-        return Finding(title, "init", row["verdict"], f"{where}, {row['a']} and {row['b']} initialisation were "
+        return Finding(title, claims.INIT, row["verdict"], f"{where}, {row['a']} and {row['b']} initialisation were "
                        f"never run with the same seed and growth criterion: no comparison.")
+    if row["verdict"] == stats.NOT_TESTED:
+        return Finding(title, claims.INIT, row["verdict"], f"{where}, {row['a']} against {row['b']} initialisation is "
+                       f"{_untested(row)}: {row['a']} - {row['b']} = {row['diff']:+.2f} points.")
     if row["verdict"] == stats.REAL:
         text = f"{where}, {row['a']} initialisation beats {row['b']} by {row['diff']:.2f} points ({evidence(row)})."
-        return Finding(title, "init", row["verdict"], text, row["a"])
+        return Finding(title, claims.INIT, row["verdict"], text, row["a"])
     text = (f"{where}, {row['a']} and {row['b']} initialisation cannot be told apart: {row['a']} - {row['b']} = "
             f"{row['diff']:+.2f} points ({evidence(row)}){detectable(row)}.")
-    return Finding(title, "init", row["verdict"], text)
+    return Finding(title, claims.INIT, row["verdict"], text)
 
 
-def _growth_finding(title: str, density: float, init: str, rows: pd.DataFrame, means: pd.Series) -> Finding:
-    """The leader is the criterion with the highest mean ACC among those no other criterion beats for real
-    (on paired seeds). It wins only when it beats every other criterion for real; otherwise the finding
-    names the set that cannot be told apart from it, and those behind it for real."""
-    where = f"With {init} initialisation at density {density:g}"
+def _growth_finding(title: str, rows: pd.DataFrame, means: pd.Series) -> Finding:
+    """Growth main effects over the split's cells. The leader is the criterion with the highest mean ACC among
+    those no other criterion beats for real (on paired seeds); it wins only when it beats every other for real.
+    Otherwise the finding names the set that cannot be told apart from it, and those behind it for real. A main
+    effect whose cells disagree with it says so."""
+    means = means[means.index.isin(set(rows["a"]) | set(rows["b"]))]
+    if (rows["verdict"] == stats.NOT_TESTED).all():
+        ranked = ", ".join(f"{g} {means[g]:.2f}" for g in means.sort_values(ascending=False).index)
+        return Finding(title, claims.GROWTH, stats.NOT_TESTED, f"Growth criteria over this split's cells ({ranked}) "
+                       f"are {_untested(rows.iloc[0])}.")
     real = rows[rows["verdict"] == stats.REAL]
     undominated = means.drop(index=[g for g in real["b"] if g in means.index])
     leader = (undominated if not undominated.empty else means).idxmax()
     against = rows[(rows["a"] == leader) | (rows["b"] == leader)]
     beaten = against[(against["verdict"] == stats.REAL) & (against["a"] == leader)]
     if len(beaten) == len(means) - 1:
-        text = f"{where}, {leader} growth wins ({number(means[leader])} final ACC): " + \
+        text = f"Over this split's cells, {leader} growth wins ({number(means[leader])} mean final ACC): " + \
                "; ".join(f"ahead of {row['b']} by {row['diff']:.2f} points ({evidence(row)})"
-                         for _, row in beaten.sort_values("diff").iterrows()) + "."
-        return Finding(title, "growth", stats.REAL, text, leader)
+                         for _, row in beaten.sort_values("diff").iterrows())
+        return Finding(title, claims.GROWTH, stats.REAL, text + _disagreements(rows) + ".", leader)
     behind = set(beaten["b"])
     untold = [g for g in means.sort_values(ascending=False).index if g not in behind]
     closest = against[against["verdict"] != stats.REAL].sort_values("p_value", na_position="last").iloc[0]
     ranked = ", ".join(f"{g} {means[g]:.2f}" for g in untold)
-    text = (f"{where}, no growth criterion wins: {ranked} cannot be told apart (closest call {closest['a']} - "
-            f"{closest['b']} = {closest['diff']:+.2f} points, {evidence(closest)}{detectable(closest)})")
+    text = (f"Over this split's cells, no growth criterion wins: {ranked} cannot be told apart (closest call "
+            f"{closest['a']} - {closest['b']} = {closest['diff']:+.2f} points, {evidence(closest)}"
+            f"{detectable(closest)})")
     if behind:
-        text += f"; behind {leader} for real: {', '.join(sorted(behind))}"
-    return Finding(title, "growth", closest["verdict"], text + ".")
+        text += f"; behind {leader} for real: " + "; ".join(
+            f"{row['b']} by {row['diff']:.2f} points ({evidence(row)})" for _, row in beaten.iterrows())
+    return Finding(title, claims.GROWTH, closest["verdict"], text + _disagreements(rows) + ".")
 
 
-def _power_finding(title: str, rows: pd.DataFrame, family_size: int) -> list[Finding]:
-    """Per topic, how many seeds this report's correction needs to find a 1-point difference, from the panel's
-    pooled paired spread (root mean square of the comparisons' stds)."""
+def _disagreements(rows: pd.DataFrame) -> str:
+    """Where a main effect's cells disagree with it: reversed cells, and cells that differ (Friedman p < ALPHA)."""
+    notes = []
+    for _, row in rows.iterrows():
+        if isinstance(row["reversed_cells"], str) and row["reversed_cells"]:
+            notes.append(f"{row['a']} - {row['b']} reverses (its 95% CI on the other side of 0) in "
+                         f"{row['reversed_cells']}")
+        elif row["heterogeneity_p"] < stats.ALPHA:
+            notes.append(f"{row['a']} - {row['b']} differs between cells (Friedman p = {row['heterogeneity_p']:.3f})")
+    return "; but " + "; ".join(notes) + ": the average hides that" if notes else ""
+
+
+def _cell_finding(title: str, row: pd.Series) -> Finding:
+    text = (f"With {row['sparse_init']} initialisation at density {row['density']:g}, {row['a']} growth beats "
+            f"{row['b']} by {row['diff']:.2f} points ({evidence(row)}).")
+    return Finding(title, claims.CELL, stats.REAL, text, row["a"])
+
+
+def _power_finding(title: str, rows: pd.DataFrame) -> list[Finding]:
+    """Per primary topic, how many seeds this family's correction needs to find a 1-point difference, from the
+    root mean square of the claims' paired spreads: an estimate, and ties of counts (no spread) left out."""
     parts = []
-    for topic, mine in rows.groupby("topic", sort=True):
-        spread = math.sqrt((mine["sd"] ** 2).mean()) if mine["sd"].notna().any() else float("nan")
-        if not spread > 0:
-            parts.append(f"{topic}: no paired spread yet")
+    for topic in (claims.INIT, claims.GROWTH):
+        mine = rows[(rows["topic"] == topic) & (rows["n_pairs"] >= 2) & ~rows["tie"].astype(bool)]
+        if mine.empty:
             continue
-        needed = stats.seeds_needed(ONE_POINT, spread, stats.ALPHA / max(family_size, 1))
+        spread = math.sqrt((mine["sd"] ** 2).mean())
+        needed = stats.seeds_needed(ONE_POINT, spread, float(mine["level"].min()))
         count = f"about {needed} seeds" if needed else f"more than {stats.MAX_SEEDS} seeds"
-        parts.append(f"{topic} comparisons (paired spread {spread:.2f} points, now {int(mine['n_pairs'].max())} "
-                     f"seeds): {count}")
+        parts.append(f"{topic} claims: {count} (paired spread {spread:.2f} points, estimated from "
+                     f"{int(mine['n_pairs'].max())} seeds)")
     if not parts:
         return []
-    return [Finding(title, "power", "", f"To find a {ONE_POINT:g}-point difference with 80% power after Holm over "
-                    f"this report's {family_size} tested comparisons: " + "; ".join(parts) + ".")]
+    return [Finding(title, "power", "", f"To find a {ONE_POINT:g}-point difference with 80% power in this family of "
+                    f"{int(rows['family_size'].iloc[0])}: " + "; ".join(parts) + ".")]
 
 
 def _bwt_finding(title: str, bwt: pd.Series) -> list[Finding]:
@@ -211,7 +249,8 @@ def best_configs(runs: pd.DataFrame, table: pd.DataFrame) -> list[Best]:
     """Per panel, the configuration with the highest mean final validation ACC, among those that have one;
     in a panel without any, the highest mean test ACC. More runs, then the lower std, break ties. Beside
     it: its test ACC's 95% interval, and the configurations that cannot be told apart from it on the same
-    metric (seed-paired, Holm over that panel's comparisons with the chosen one)."""
+    metric. The best is chosen on the data, so its comparisons are read off a family valid after that choice:
+    every pair of the panel's configurations, seed-paired, Holm over all of them."""
     keys, out = table_keys(table), []
     finished = ok_runs(runs)
     for title, _slug, rows in panels(table):
@@ -225,19 +264,24 @@ def best_configs(runs: pd.DataFrame, table: pd.DataFrame) -> list[Best]:
         top = ranked.iloc[0]
         members = matching(finished, top[keys])
         low, high = stats.t_interval(top["acc_mean"], top["acc_std"], top["n_ok"])
-        others = [(_label(row), matching(finished, row[keys]).set_index("seed")[metric])
-                  for _, row in ranked.iloc[1:].iterrows()]
-        chosen = members.set_index("seed")[metric]
+        configs = [matching(finished, row[keys]) for _, row in ranked.iterrows()]
+        step = accuracy_step(pd.concat(configs)[f"{metric}_matrix" if on_val else "acc_matrix"])
+        values = [(_label(row), config.set_index("seed")[metric])
+                  for (_, row), config in zip(ranked.iterrows(), configs, strict=True)]
+        pairs = pd.DataFrame([{"i": i, "j": j, **stats.compare(values[i][1], values[j][1], step)}
+                              for i, j in itertools.combinations(range(len(values)), 2)])
         untold: tuple[str, ...] = ()
         ahead: tuple[str, ...] = ()
-        if others:
-            tested = stats.family(pd.DataFrame([{"b": label, **stats.compare(chosen, values)}
-                                                for label, values in others]))
-            untold = tuple(tested.loc[tested["verdict"] != stats.REAL, "b"])
-            ahead = tuple(tested.loc[(tested["verdict"] == stats.REAL) & (tested["diff"] < 0), "b"])
+        tested = bool(len(pairs)) and pairs["p_value"].notna().any()
+        if tested:
+            pairs["real"] = stats.holm(pairs["p_value"].to_numpy(dtype=float)) < stats.ALPHA
+            mine = pairs[pairs["i"] == 0]  # the chosen one is first in `ranked`
+            untold = tuple(values[j][0] for j in mine.loc[~mine["real"], "j"])
+            ahead = tuple(values[j][0] for j in mine.loc[mine["real"] & (mine["diff"] < 0), "j"])
         out.append(Best(title, {k: top[k] for k in keys}, top["acc_mean"], top["acc_std"], int(top["n_ok"]),
                         members.loc[members[metric].idxmax()], top["val_acc_mean"], top["val_acc_std"],
-                        (float(low), float(high)), untold, ahead, len(others)))
+                        (float(low), float(high)), untold, ahead, len(values) - 1,
+                        int(pairs["p_value"].notna().sum()) if len(pairs) else 0, tested))
     return out
 
 

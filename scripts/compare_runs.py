@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                      "after": mean_std(after.mean(), after.std()), **row,
                      "per seed (before / after)": ", ".join(f"{before.get(s, float('nan')):.2f} / "
                                                             f"{after.get(s, float('nan')):.2f}" for s in after.index)})
-    table = stats.family(pd.DataFrame(rows))
+    table = stats.family(pd.DataFrame(rows), "configurations")
     shown = table.assign(**{"after - before": [f"{d:+.2f} ({lo:.2f} to {hi:.2f})" for d, lo, hi in
                                                zip(table["diff"], table["ci_low"], table["ci_high"], strict=True)]})
     print(markdown(shown[["config", "before", "after", "n_pairs", "after - before", "p_value", "p_adjusted",

@@ -122,24 +122,22 @@ def test_comparison_table_is_the_papers_layout(results: Path) -> None:
     assert wide.loc[("uniform", "random"), "acc_std@0.2"] == pytest.approx(8**0.5)
 
 
-def adjusted(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    return stats.family(comparisons(runs, table))
-
-
 def texts(found: list, panel: str, topic: str) -> list[str]:
     return [f.text for f in found if f.panel == panel and f.topic == topic]
 
 
 def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None:
-    """The fixture by hand: per-seed differences, then scipy's one-sample t-test on them; Holm over the 6 tested."""
+    """The fixture by hand: per-seed contrasts, then scipy's one-sample t-test on them; each split one family."""
     runs, table = grid_summary(results)
-    rows = adjusted(runs, table).set_index(["num_tasks", "topic", "density", "sparse_init"])
+    rows = comparisons(runs, table).set_index(["num_tasks", "topic", "density", "sparse_init"])
     per_seed = {  # ERK - uniform, averaged over random and momentum within each seed; momentum - random
         (5, "init", 0.1, ""): [(10 + 11) / 2, (11 + 11) / 2, (12 + 11) / 2],
-        (5, "growth", 0.1, "ERK"): [5.0, 4.0, 3.0],
         (5, "init", 0.2, ""): [(2 + 0.5) / 2, (0 - 0.5) / 2],
-        (5, "growth", 0.2, "ERK"): [1.5, 0.5],  # seed 2 of ERK/momentum is still running: no pair
-        (5, "growth", 0.2, "uniform"): [3.0, 1.0]}
+        # the main effect: the 4 init x density cells averaged within each seed (seed 2 ran 2 of them)
+        (5, "growth", np.nan, ""): [(5 + 1.5 + 4 + 3) / 4, (4 + 0.5 + 4 + 1) / 4, (3 + 4) / 2],
+        (5, "growth cell", 0.1, "ERK"): [5.0, 4.0, 3.0],
+        (5, "growth cell", 0.2, "ERK"): [1.5, 0.5],  # seed 2 of ERK/momentum is still running: no pair
+        (5, "growth cell", 0.2, "uniform"): [3.0, 1.0]}
     for key, diffs in per_seed.items():
         row = rows.loc[key]
         expected = scipy.stats.ttest_1samp(diffs, 0.0)
@@ -148,38 +146,49 @@ def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None
         low, high = expected.confidence_interval(0.95)
         assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high)), key
     assert rows.loc[(5, "init", 0.1, ""), "n_run_pairs"] == 6
-    assert rows.loc[(5, "growth", 0.2, "ERK"), "n_unmatched"] == 0  # the running trial is not an ok run
-    # momentum - random is 4 on every uniform seed: no spread, so the exact sign-flip p of 3 agreeing signs
-    assert rows.loc[(5, "growth", 0.1, "uniform"), "p_value"] == 0.25
-    assert rows.loc[(2, "init", 0.1, ""), "verdict"] == stats.NO_TEST  # one seed
-    tested = rows["p_value"].dropna().sort_values()
-    assert len(tested) == 6
-    assert rows.loc[(5, "init", 0.1, ""), "p_adjusted"] == pytest.approx(6 * tested.iloc[0])
-    assert rows.loc[(5, "growth", 0.1, "ERK"), "p_adjusted"] == pytest.approx(5 * tested.iloc[1])
-    assert rows.loc[rows["verdict"] == stats.REAL].index.tolist() == [(5, "init", 0.1, "")]
+    assert rows.loc[(5, "growth", np.nan, ""), "n_run_pairs"] == 10
+    assert rows.loc[(5, "growth cell", 0.2, "ERK"), "n_unmatched"] == 0  # the running trial is not an ok run
+    # momentum - random is 4 on every uniform seed: a tie of counts, so the exact sign-flip p of 3 agreeing signs
+    uniform = rows.loc[(5, "growth cell", 0.1, "uniform")]
+    assert (uniform["p_value"], uniform["tie"]) == (0.25, True)
+    assert rows.loc[(2, "init", 0.1, ""), "verdict"] == stats.NOT_TESTED  # one seed
+    # each split is its own family: 3 primary claims (weight 1/3 each) and 4 gated cells in 5x2
+    five = rows.loc[5]
+    assert set(five["family"]) == {PANEL_5X2} and set(five["family_size"]) == {7}
+    primary = five[five.index.get_level_values("topic") != "growth cell"]
+    assert primary["level"].tolist() == pytest.approx([stats.ALPHA / 3] * 3)
+    assert five.loc["growth cell", "level"].tolist() == pytest.approx([stats.ALPHA / 3 / 2 / 4] * 4)
+    assert primary["p_adjusted"].min() == pytest.approx(3 * primary["p_value"].min())
+    main = five.loc[("growth", np.nan, "")]
+    assert (five.loc["growth cell", "p_adjusted"] >= main["p_adjusted"] - 1e-12).all()  # no cell before its gate
+    # the main effect pools the cells' evidence: real, where no cell alone is
+    real = rows[rows["verdict"] == stats.REAL].reset_index()
+    assert [(r.num_tasks, r.topic, None if pd.isna(r.density) else r.density) for r in real.itertuples()] == [
+        (5, "init", 0.1), (5, "growth", None)]
 
 
 def test_findings_follow_the_tests(results: Path) -> None:
     runs, table = grid_summary(results)
-    found = sentences(adjusted(runs, table), table, runs)
+    found = sentences(comparisons(runs, table), table, runs)
+    assert texts(found, PANEL_5X2, "family") == [
+        "This split is one family of 7 tested claims (2 init claim(s), 1 growth main effect(s), 4 growth cell(s), "
+        "each tested only once its main effect is real); its familywise error rate is 0.05."]
     init = texts(found, PANEL_5X2, "init")
     assert init[0] == ("At density 0.1, ERK initialisation beats uniform by 11.00 points (95% CI 9.76 to 12.24, "
-                       "3 seeds (6 run pairs), Holm-adjusted p = 0.004).")
+                       "3 seeds (6 run pairs), adjusted p = 0.002).")
     assert init[1].startswith("At density 0.2, ERK and uniform initialisation cannot be told apart: ERK - uniform = "
                               "+0.50 points (95% CI ")
-    assert "with 80% power" in init[1]
-    growth = texts(found, PANEL_5X2, "growth")
-    assert growth[0].startswith("With ERK initialisation at density 0.1, no growth criterion wins: momentum 86.00, "
-                                "random 82.00 cannot be told apart (closest call momentum - random = +4.00 points, "
-                                "95% CI 1.52 to 6.48, 3 seeds, Holm-adjusted p = 0.101")
-    assert all("no growth criterion wins" in text for text in growth)
+    assert "(estimated with 1 degree of freedom) and these seeds a difference of about" in init[1]
+    assert texts(found, PANEL_5X2, "growth") == [
+        "Over this split's cells, momentum growth wins (85.10 mean final ACC): ahead of random by 3.08 points (95% CI "
+        "1.55 to 4.62, 3 seeds (10 run pairs), adjusted p = 0.026)."]
+    assert texts(found, PANEL_2X5, "family") == ["No claim of this split is tested yet: not tested (1 seed)."]
     assert texts(found, PANEL_2X5, "init") == [
-        "At density 0.1, ERK and uniform initialisation cannot be told apart: ERK - uniform = +2.00 points (1 seed: "
-        "one pair gives no spread, so no test)."]
+        "At density 0.1, ERK against uniform initialisation is not tested (1 seed): ERK - uniform = +2.00 points."]
     assert texts(found, PANEL_2X5, "growth") == []  # one growth criterion: nothing to compare
     (power,) = texts(found, PANEL_5X2, "power")
-    assert power.startswith("To find a 1-point difference with 80% power after Holm over this report's 6 tested "
-                            "comparisons: growth comparisons (paired spread ")
+    assert power.startswith("To find a 1-point difference with 80% power in this family of 7: init claims: about ")
+    assert "growth claims: about 8 seeds (paired spread 0.62 points, estimated from 3 seeds)" in power
     assert texts(found, PANEL_5X2, "bwt") == [
         "Backward transfer ranges from -1.50 to 0.00 points over 20 finished runs; 3 of them lost accuracy on "
         "earlier tasks (BWT < 0), which parameter isolation should prevent."]
@@ -196,10 +205,10 @@ def test_a_growth_criterion_wins_only_when_all_its_comparisons_are_real(tmp_path
             writer.trial(config(growth=growth, seed=seed), 80.0 + offset + effect + next(noise))
     runs = analysis.load(tmp_path)
     table = tables.summary(runs)
-    found = sentences(adjusted(runs, table), table, runs)
+    found = sentences(comparisons(runs, table), table, runs)
     (growth,) = [f for f in found if f.topic == "growth"]
     assert growth.winner == "momentum" and growth.verdict == stats.REAL
-    assert growth.text.startswith("With ERK initialisation at density 0.1, momentum growth wins (")
+    assert growth.text.startswith("Over this split's cells, momentum growth wins (")
     assert "ahead of gradient by" in growth.text and "ahead of random by" in growth.text
 
 
@@ -215,10 +224,10 @@ def test_a_growth_criterion_ahead_on_paired_seeds_leads_even_below_on_the_mean(t
             writer.trial(config(growth="random", seed=seed), 82.0 + seed + next(noise))
     runs = analysis.load(tmp_path)
     table = tables.summary(runs)
-    found = sentences(adjusted(runs, table), table, runs)
+    found = sentences(comparisons(runs, table), table, runs)
     (growth,) = [f for f in found if f.topic == "growth"]
     assert growth.winner == "random" and growth.verdict == stats.REAL, growth.text
-    assert growth.text.startswith("With ERK initialisation at density 0.1, random growth wins (")
+    assert growth.text.startswith("Over this split's cells, random growth wins (")
     assert "ahead of momentum by 1.98 points (95% CI 1.72 to 2.23, 5 seeds; 1 run(s) without a pair left out" \
         in growth.text
 
@@ -226,7 +235,7 @@ def test_a_growth_criterion_ahead_on_paired_seeds_leads_even_below_on_the_mean(t
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
     build_grid(tmp_path, flip=True)
     runs, table = grid_summary(tmp_path)
-    rows = adjusted(runs, table)
+    rows = comparisons(runs, table)
     found = sentences(rows, table, runs)
     init = [f for f in found if f.panel == PANEL_5X2 and f.topic == "init"]
     assert [(f.winner, f.verdict) for f in init] == [("uniform", stats.REAL), (None, stats.NOT_ESTABLISHED)]
@@ -252,12 +261,13 @@ def test_report_runs_without_torch_and_writes_everything(results: Path, report_r
     assert "| grid | grid_022 | error |" in text and "RuntimeError: boom" in text
     assert "| grid | grid_024 | running |" in text and "2 of 5" in text
     assert "At density 0.1, ERK initialisation beats uniform by 11.00 points (95% CI 9.76 to 12.24" in text
-    assert "Holm's correction over all 6 tested comparisons" in text
+    assert "Each benchmark split is one family" in text
     best_5x2 = text.split(f"### {PANEL_5X2}")[-1]  # the last section of that panel is its best configuration
     assert "**chosen on test ACC: these runs held no validation split" in best_5x2
     # 91.5 and 92.5: mean 92, std 0.71, t(1) 12.706 x 0.5; the other 7 configurations of the panel are untested
     assert "final ACC 92.00 ± 0.71 over 2 run(s); 95% CI 85.65 to 98.35\n" in best_5x2
-    assert "Holm over its 7 comparisons): uniform/momentum density 0.2, ERK/random density 0.2, " in best_5x2
+    assert "Holm over all 28 tested pairs of the split's configurations, which stays valid after choosing the " \
+        "best): uniform/momentum density 0.2, ERK/random density 0.2, " in best_5x2
     assert "density 0.1\n- best seed 1" in best_5x2
     assert "**This search selected on test ACC (no validation split)" in text
     assert "cldst train --dataset digits --net mlp --num-classes 10 --num-tasks 5 --num-classes-per-task 2 " \
@@ -279,7 +289,8 @@ def test_report_tables_on_disk(results: Path, report_run) -> None:
     assert list(found.columns[:19]) == [
         "benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency", "topic", "density",
         "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "mde", "verdict"]
-    assert found["verdict"].value_counts().to_dict() == {"not established": 5, "no test": 3, "real": 1}
+    assert list(found.columns[19:25]) == ["panel", "n_run_pairs", "n_unmatched", "sd", "family", "family_size"]
+    assert found["verdict"].value_counts().to_dict() == {"not established": 5, "not tested": 4, "real": 2}
     assert summary_ci(csv) == pytest.approx((90.0 - 12.7062 * 2, 90.0 + 12.7062 * 2), abs=1e-3)
     for slug in ("digits_mlp_5x2_uf10_clean", "digits_mlp_2x5_uf10_clean", "synthetic_mlp_5x2_uf5_clean"):
         assert (folder / f"comparison_{slug}.csv").stat().st_size > 0
@@ -386,8 +397,8 @@ def test_the_best_configuration_is_chosen_on_validation_with_test_beside_it(tmp_
     assert ("- chosen on final validation ACC 87.50 ± 0.71; its final test ACC 85.50 ± 0.71 over 2 run(s); 95% CI "
             "79.15 to 91.85") in text
     # validation 88, 87 against 80, 81: paired differences 8 and 6, t-test p = 0.09 on one degree of freedom
-    assert "cannot be told apart from it on validation ACC (seed-paired, Holm over its 1 comparisons): " \
-           "ERK/momentum density 0.1" in text
+    assert "cannot be told apart from it on validation ACC (seed-paired; Holm over all 1 tested pairs of the " \
+           "split's configurations, which stays valid after choosing the best): ERK/momentum density 0.1" in text
     assert "val ACC 88.00, test ACC 85.00" in text and "chosen on test ACC" not in text
     assert "| val ACC |" in (tmp_path / "report" / "tables" / "summary.md").read_text().splitlines()[0]
 
@@ -440,15 +451,20 @@ def test_a_folder_with_known_effects_gives_exactly_the_expected_real_verdicts(tm
     assert main([str(tmp_path / "known"), "--out", str(tmp_path / "out")]) == 0
     rows = pd.read_csv(tmp_path / "out" / "tables" / "findings.csv", keep_default_na=False)
     real = {(r.topic, r.density, r.sparse_init, r.a, r.b) for r in rows.itertuples() if r.verdict == "real"}
-    assert real == {("init", 0.1, "", "ERK", "uniform")} | {
-        ("growth", density, init, "momentum", other)
+    assert real == {("init", "0.1", "", "ERK", "uniform"), ("growth", "", "", "momentum", "random"),
+                    ("growth", "", "", "momentum", "gradient")} | {
+        ("growth cell", str(density), init, "momentum", other)
         for density in (0.1, 0.2) for init in ("ERK", "uniform") for other in ("random", "gradient")}
-    assert len(rows) == 14 and set(rows["n_pairs"]) == {8}
+    assert len(rows) == 2 + 3 + 3 * 4 and set(rows["n_pairs"]) == {8}
+    # the cells of random - gradient are gated shut: their main effect is not real
+    shut = rows[(rows["topic"] == "growth cell") & (rows["a"].isin(["random", "gradient"]))]
+    assert len(shut) == 4 and set(shut["verdict"]) == {"not established"} and set(shut["p_adjusted"]) == {1.0}
     text = (tmp_path / "out" / "report.md").read_text()
     assert "At density 0.1, ERK initialisation beats uniform by " in text
     assert "At density 0.2, ERK and uniform initialisation cannot be told apart: " in text
     for density, init in itertools.product((0.1, 0.2), ("ERK", "uniform")):
-        assert f"With {init} initialisation at density {density:g}, momentum growth wins (" in text
+        assert f"With {init} initialisation at density {density:g}, momentum growth beats random by " in text
+    assert "Over this split's cells, momentum growth wins (" in text
 
 
 def adaptive_experiment(root: Path, seed: int, members: list[tuple[float, float]], weight: float = 0.0) -> None:

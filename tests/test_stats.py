@@ -1,10 +1,11 @@
-"""analysis/stats.py: hand-checked formulas, and calibration on simulated sweeps with known effects.
+"""analysis/stats.py and analysis/claims.py: hand-checked formulas, and calibration on simulated splits with
+known effects.
 
-The simulations (analysis/calibration.py) are shaped like a real sweep: every run's ACC is the
-configuration's true mean, plus an offset its seed shares with every configuration (model init, class
-order), plus the run's own noise. A family is one panel of the paper grid: 2 inits x 4 growth criteria x
-3 densities, 39 comparisons (3 init comparisons averaged over growth within each seed, 36 growth pairs),
-adjusted with Holm.
+The simulations (analysis/calibration.py) are shaped like a real sweep: every run's ACC is the configuration's
+true mean, plus an offset its seed shares with every configuration (model init, class order), plus the run's own
+noise, under seven noise models (unequal variances, a shared mask draw, accuracy lattices). A family is one split
+of the paper grid, decided as the report decides it: 3 init claims and 6 growth main effects, with the 36 growth
+cells gated below their main effects.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from analysis import calibration, stats
+from analysis import calibration, claims, stats
+from analysis.data import accuracy_step
 
-FAMILIES = 2000
+FAMILIES = 1500
 
 
 def tolerance(rate: float, trials: int = FAMILIES) -> float:
@@ -42,17 +44,55 @@ def test_the_paired_test_is_scipys_paired_t_test() -> None:
     assert float(test.diff) == pytest.approx(2.5) and float(test.sd) == pytest.approx(np.std(a - b, ddof=1))
 
 
-@pytest.mark.parametrize(("differences", "p_value"), [([1.5, 1.5], 0.5), ([2.0, 2.0, 2.0, 2.0, 2.0], 2 / 32),
-                                                      ([0.0, 0.0, 0.0], 1.0), ([0.2778, 0.2779, 0.2777], 0.25),
-                                                      ([0.004, -0.004] * 4 + [0.004, -0.002], 1.0)])
-def test_equal_differences_take_the_exact_sign_flip_p(differences: list[float], p_value: float) -> None:
-    """No spread makes t infinite; equal up to the accuracy lattice (last case) is no spread either. Such a
-    comparison gets no interval and no power statement: the t-test's do not apply."""
-    test = stats.paired_test(differences)
-    assert float(test.p_value) == pytest.approx(p_value)
-    assert float(test.diff) == pytest.approx(np.mean(differences)) and float(test.sd) == 0.0
-    assert np.isnan(test.ci_low) and np.isnan(test.ci_high)  # no spread, no t-interval
+@pytest.mark.parametrize(("differences", "step", "p_value"), [
+    ([1.5, 1.5], 0.0, 0.5), ([2.0, 2.0, 2.0, 2.0, 2.0], 0.0, 2 / 32), ([0.0, 0.0, 0.0], 0.0, 1.0),
+    ([0.2778, 0.2779, 0.2777], 0.0, 0.25),
+    # two images of 72 or 73 per task (5 tasks): a spread of 0.012 points is the lattice, not the seeds
+    ([0.571, 0.552, 0.548], 100 / (5 * 73), 0.25), ([0.556, 0.556, 0.556], 100 / (5 * 73), 0.25)])
+def test_a_spread_below_one_test_image_is_a_tie_of_counts(differences: list[float], step: float,
+                                                           p_value: float) -> None:
+    """No spread makes t infinite, and a spread below the accuracy lattice's step makes it arbitrarily large: both
+    take the exact sign-flip p, so nearly equal and exactly equal differences get the same verdict. No interval and
+    no power statement: the t-test's do not apply."""
+    test = stats.paired_test(differences, step)
+    assert float(test.p_value) == pytest.approx(p_value) and bool(test.tie)
+    assert float(test.diff) == pytest.approx(np.mean(differences))
+    assert np.isnan(test.ci_low) and np.isnan(test.ci_high)
+    assert float(stats.paired_test(differences).p_value) < 0.01 or float(test.sd) < stats.RESOLUTION  # without the step
     assert np.isnan(stats.mde(0.0, len(differences))) and stats.seeds_needed(1.0, 0.0) is None
+
+
+def test_the_accuracy_step_is_one_image_of_the_largest_task() -> None:
+    """Final accuracies 35/36, 23/24 (task 0: lcm 72 images) and 1, 70/73 (task 1: 73): one image of 73 over 2 tasks."""
+    matrices = [[[50.0], [100 * 35 / 36, 100.0]], [[100 * 23 / 24, 100 * 70 / 73]], None]
+    assert accuracy_step(matrices) == pytest.approx(100 / (2 * 73))
+    assert accuracy_step([[[100 / 3]]]) == pytest.approx(100 / 3)
+    assert accuracy_step([[[100 * 2 ** 0.5 / 2]]]) == 0.0  # no count of images: unknown
+    assert accuracy_step([]) == 0.0
+
+
+def test_graphical_with_equal_weights_is_holm() -> None:
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 9):
+        for _ in range(50):
+            p = rng.uniform(0, 0.1, m)
+            p[rng.uniform(size=m) < 0.2] = np.nan
+            np.testing.assert_allclose(stats.graphical(p, *stats.holm_graph(m)), stats.holm(p), equal_nan=True)
+
+
+def test_a_gated_claim_gets_only_the_weight_its_rejected_parent_passes() -> None:
+    """Two primaries (weight 1/2 each) and two cells of the second, which passes half its weight to them. By hand:
+    0.01 / 0.5 = 0.02 first; primary 0 then holds 1/2 + 1/4 (0.03 / 0.75 = 0.04) and each cell 1/8; primary 0's
+    weight reaches the cells through the rerouted edges, 1/2 each (0.02 / 0.5 = 0.04); the last cell holds 1."""
+    weights, transitions = claims.split_graph([claims.INIT, claims.GROWTH, claims.CELL, claims.CELL], [-1, -1, 1, 1])
+    np.testing.assert_allclose(weights, [0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(transitions, [[0, 1, 0, 0], [0.5, 0, 0.25, 0.25], [0, 0, 0, 1], [0, 0, 1, 0]])
+    adjusted = stats.graphical([0.03, 0.01, 0.02, 0.2], weights, transitions)
+    np.testing.assert_allclose(adjusted, [0.04, 0.02, 0.04, 0.2])
+    shut = stats.graphical([0.03, 0.9, 0.001, 0.001], weights, transitions)  # the parent is not rejected
+    assert shut[0] == pytest.approx(0.06) and (shut[2:] >= 0.9).all()
+    np.testing.assert_allclose(stats.graphical([0.03, 0.01, 0.02, 0.2], weights, transitions, until=0.05)[:2],
+                               [0.04, 0.02])
 
 
 def test_the_leader_is_named_first_with_its_own_interval() -> None:
@@ -63,19 +103,23 @@ def test_the_leader_is_named_first_with_its_own_interval() -> None:
         tuple(scipy.stats.ttest_rel(b, a).confidence_interval(0.95)))
 
 
-def test_the_minimum_detectable_difference_is_at_holms_strictest_level() -> None:
+def test_the_minimum_detectable_difference_is_at_the_level_a_claim_is_first_tested() -> None:
     rows = pd.DataFrame([stats.compare(pd.Series(d, index=range(4)), pd.Series(0.0, index=range(4)))
                          for d in ([1.0, 2.0, 3.0, 2.5], [0.5, -0.5, 1.0, 0.0], [3.0, 3.5, 2.0, 4.0])])
-    family = stats.family(rows)
+    family = stats.family(rows, "three")  # Holm: alpha / 3 each
+    assert set(family["family"]) == {"three"} and set(family["family_size"]) == {3}
     for row in family.itertuples():
         assert row.mde == pytest.approx(stats.mde(row.sd, 4, stats.ALPHA / 3))
+    gated = stats.family(rows, "gated", *claims.split_graph([claims.GROWTH, claims.CELL, claims.CELL], [-1, 0, 0]))
+    assert gated["level"].tolist() == pytest.approx([stats.ALPHA, stats.ALPHA / 2, stats.ALPHA / 2])
 
 
 def test_one_pair_is_no_test_and_missing_pairs_are_dropped_and_counted() -> None:
     one = stats.compare(pd.Series([80.0], index=[0]), pd.Series([78.0], index=[0]))
     assert one["n_pairs"] == 1 and one["diff"] == 2.0 and np.isnan(one["p_value"]) and np.isnan(one["ci_low"])
-    rows = stats.family(pd.DataFrame([{"a": "x", "b": "y", **one}]))
-    assert rows["verdict"].tolist() == [stats.NO_TEST] and np.isnan(rows["p_adjusted"].iloc[0])
+    rows = stats.family(pd.DataFrame([{"a": "x", "b": "y", **one}]), "one")
+    assert rows["verdict"].tolist() == [stats.NOT_TESTED] and np.isnan(rows["p_adjusted"].iloc[0])
+    assert rows["family_size"].tolist() == [0]
     # seed 2 only on one side, seed 3 only on the other: 2 pairs used, 2 runs left out
     gapped = stats.compare(pd.Series([80.0, 82.0, 90.0], index=[0, 1, 2]),
                            pd.Series([79.0, 80.0, 50.0], index=[0, 1, 3]))
@@ -104,28 +148,58 @@ def test_power_and_the_minimum_detectable_difference_agree(seeds: int) -> None:
     assert np.isnan(stats.mde(1.0, 1)) and stats.seeds_needed(1.0, float("nan")) is None
 
 
-@pytest.mark.parametrize("seeds", [2, 3, 5, 10])
-def test_null_sweeps_call_something_real_in_at_most_5_percent_of_families(seeds: int) -> None:
-    """Every configuration equal, seed offsets shared: the familywise false-`real` rate of Holm."""
+@pytest.mark.parametrize(("noise", "seeds"), [*((noise, 3) for noise in calibration.NOISES),
+                                              ("equal variances", 5), ("sd 3x by growth", 5), ("lattice 96%", 5),
+                                              ("lattice 99.5%", 5)])
+def test_a_null_split_calls_something_real_in_at_most_5_percent_of_families(noise: str, seeds: int) -> None:
+    """Every configuration equal: the familywise false-`real` rate of the split's whole family (init claims, growth
+    main effects, their cells), under each noise model, lattices and unequal variances included."""
     rng = np.random.default_rng(seeds)
-    test = stats.paired_test(calibration.differences(calibration.simulate(rng, FAMILIES, seeds, "gaussian", 0.0)))
-    false_real = calibration.holm_real(test.p_value).any(axis=1).mean()
+    acc = calibration.simulate(rng, FAMILIES, seeds, noise)
+    false_real = calibration.real(acc, calibration.step_of(noise)).any(axis=1).mean()
     assert false_real <= stats.ALPHA + tolerance(stats.ALPHA), false_real
-    # and per comparison, before the correction, the t-test holds its level
-    assert abs((test.p_value < stats.ALPHA).mean() - stats.ALPHA) < 0.01
 
 
-@pytest.mark.parametrize("seeds", [3, 5, 10])
-def test_a_2_sigma_effect_is_found_at_the_power_the_mde_column_predicts(seeds: int) -> None:
-    """A true ERK effect of 2 sd of its paired difference at one density; the other 38 comparisons null."""
-    rng = np.random.default_rng(100 + seeds)
-    sd = calibration.SIGMA * (2 / 4) ** 0.5  # ERK - uniform averaged over 4 growth criteria
-    effect = calibration.simulate(rng, FAMILIES, seeds, "gaussian", 2 * sd)
-    test = stats.paired_test(calibration.differences(effect))
-    found = calibration.holm_real(test.p_value)[:, 0].mean()
-    # the mde column is at Holm's strictest level alpha / m; Holm's later steps can only help
-    predicted = float(stats.power(2 * sd, sd, seeds, stats.ALPHA / 39))
-    assert predicted - tolerance(predicted) <= found <= predicted + tolerance(predicted) + 0.02, (found, predicted)
+@pytest.mark.parametrize(("noise", "seeds"), [("equal variances", 5), ("sd 3x by init", 5), ("shared mask draw", 5)])
+def test_true_effects_elsewhere_do_not_open_false_claims(noise: str, seeds: int) -> None:
+    """Strong control: criterion 0 ahead by 2 sd in ERK's cells only opens the gates of its main effects; the
+    claims that are still null (uniform's cells of those pairs, the other pairs and their cells) stay within 5%."""
+    rng = np.random.default_rng(40 + seeds)
+    acc = calibration.simulate(rng, FAMILIES, seeds, noise, growth=2 * calibration.CELL_SD, erk_only=True)
+    real = calibration.real(acc, 0.0)
+    false = np.ones(real.shape[1], dtype=bool)
+    false[:3] = False
+    for k, (a, _b) in enumerate(calibration.PAIRS):
+        if a == 0:
+            false[3 + 7 * k: 3 + 7 * k + 4] = False
+    assert real[:, ~false].any(axis=1).mean() > 0.2  # the effect is there to be found
+    assert real[:, false].any(axis=1).mean() <= stats.ALPHA + tolerance(stats.ALPHA)
+
+
+@pytest.mark.parametrize(("noise", "seeds"), [("equal variances", 3), ("equal variances", 10), ("lattice 99.5%", 5)])
+def test_no_configuration_is_called_behind_the_chosen_best_when_all_are_equal(noise: str, seeds: int) -> None:
+    """The best is chosen on the data; its comparisons are read off Holm over all pairs, so choosing does not
+    inflate them (a family of the 23 comparisons with the chosen one called 12-20% behind)."""
+    acc = calibration.simulate(np.random.default_rng(60 + seeds), FAMILIES // 3, seeds, noise)
+    behind = calibration.behind_the_best(acc, calibration.step_of(noise)).mean()
+    assert behind <= stats.ALPHA + tolerance(stats.ALPHA, FAMILIES // 3), behind
+
+
+@pytest.mark.parametrize(("seeds", "growth", "init"), [(3, 0.35, None), (5, 0.95, 0.36)])
+def test_main_effects_find_2_sd_effects_at_the_seed_counts_people_run(seeds: int, growth: float,
+                                                                      init: float | None) -> None:
+    """A growth criterion 2 sd ahead in every cell is found (its main effect against criterion 1 is `real`) at
+    least 35% of the time at 3 seeds and 95% at 5; an init effect of 2 sd at one density near the power of a test
+    at alpha / 9 (40% at 5 seeds: Holm's first step), which the cell-level family of 39 gave 1.7%, 15% and 15%."""
+    rng = np.random.default_rng(80 + seeds)
+    found = calibration.real(calibration.simulate(rng, FAMILIES, seeds, "equal variances",
+                                                  growth=2 * calibration.CELL_SD), 0.0)[:, calibration.GROWTH_01].mean()
+    assert found >= growth - tolerance(growth), found
+    if init is not None:
+        acc = calibration.simulate(rng, FAMILIES, seeds, "equal variances", init=2 * calibration.INIT_SD)
+        predicted = float(stats.power(2.0, 1.0, seeds, stats.ALPHA / 9))
+        found = calibration.real(acc, 0.0)[:, 0].mean()
+        assert predicted - tolerance(predicted) <= found <= predicted + tolerance(predicted) + 0.03, (found, predicted)
 
 
 @pytest.mark.parametrize("seeds", [2, 3, 5, 10])
