@@ -187,12 +187,15 @@ def comparisons(comparison: pd.DataFrame) -> pd.DataFrame:
         for low, high in itertools.combinations(sorted(by_weight), 2):
             rows.append({**_context(runs, setting), "a": f"PBT, capacity weight {high:g}",
                          "b": f"PBT, capacity weight {low:g}", **stats.compare(by_weight[high], by_weight[low])})
-    return pd.DataFrame(rows).reindex(columns=[c for c in COLUMNS if c not in ("p_adjusted", "mde", "verdict")])
+    return pd.DataFrame(rows).reindex(columns=[c for c in COLUMNS if c not in ("p_adjusted", "mde", "verdict",
+                                                                            "family_size", "level")])
 
 
 def _context(seeds: pd.DataFrame, panel: str) -> dict:
-    """The findings.csv context of one adaptive comparison: no density or init of its own."""
-    return {**seeds.iloc[0][CONTEXT].to_dict(), "panel": panel, "topic": "adaptive", "sparse_init": ""}
+    """The findings.csv context of one adaptive comparison: no density or init of its own; its family is its
+    adaptive setting (every capacity weight of it)."""
+    return {**seeds.iloc[0][CONTEXT].to_dict(), "panel": panel, "topic": "adaptive", "sparse_init": "",
+            "family": f"adaptive: {seeds.iloc[0]['setting']}"}
 
 
 def verdict_lines(rows: pd.DataFrame) -> list[str]:

@@ -113,8 +113,8 @@ def verdicts(static: Loaded, pbt: pd.DataFrame, table: pd.DataFrame) -> pd.DataF
     and the adaptive comparisons as a family per adaptive setting (Holm). `pbt`: `adaptive.compare`'s frame."""
     grid = findings.comparisons(static.runs, table)
     adaptive_rows = adaptive.comparisons(pbt)
-    families = [stats.family(rows, f"adaptive: {setting}")
-                for setting, rows in adaptive_rows.groupby("panel", sort=False)] if not adaptive_rows.empty else []
+    families = [stats.family(rows, name)
+                for name, rows in adaptive_rows.groupby("family", sort=False)] if not adaptive_rows.empty else []
     frames = [frame for frame in (grid, *families) if not frame.empty]
     return pd.concat(frames, ignore_index=True).reindex(columns=findings.COLUMNS) if frames else grid
 

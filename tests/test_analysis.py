@@ -22,7 +22,7 @@ import scipy.stats
 from analysis_fixture import GRID, SEARCH, Writer, build_grid, build_search, config
 
 import analysis
-from analysis import search, stats, tables
+from analysis import claims, search, stats, tables
 from analysis.findings import best_configs, comparisons, sentences
 from analysis.report import default_out, main
 
@@ -157,7 +157,8 @@ def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None
     assert set(five["family"]) == {PANEL_5X2} and set(five["family_size"]) == {7}
     primary = five[five.index.get_level_values("topic") != "growth cell"]
     assert primary["level"].tolist() == pytest.approx([stats.ALPHA / 3] * 3)
-    assert five.loc["growth cell", "level"].tolist() == pytest.approx([stats.ALPHA / 3 / 2 / 4] * 4)
+    share = stats.ALPHA / 3 * claims.CELL_SHARE / 4  # a quarter of the main effect's weight, over its 4 cells
+    assert five.loc["growth cell", "level"].tolist() == pytest.approx([share] * 4)
     assert primary["p_adjusted"].min() == pytest.approx(3 * primary["p_value"].min())
     main = five.loc[("growth", np.nan, "")]
     assert (five.loc["growth cell", "p_adjusted"] >= main["p_adjusted"] - 1e-12).all()  # no cell before its gate

@@ -81,18 +81,18 @@ def test_graphical_with_equal_weights_is_holm() -> None:
 
 
 def test_a_gated_claim_gets_only_the_weight_its_rejected_parent_passes() -> None:
-    """Two primaries (weight 1/2 each) and two cells of the second, which passes half its weight to them. By hand:
-    0.01 / 0.5 = 0.02 first; primary 0 then holds 1/2 + 1/4 (0.03 / 0.75 = 0.04) and each cell 1/8; primary 0's
+    """Two primaries (weight 1/2 each) and two cells of the second, which passes a quarter of its weight to them.
+    By hand: 0.01 / 0.5 = 0.02 first; primary 0 then holds 1/2 + 3/8 (0.03 / 0.875) and each cell 1/16; primary 0's
     weight reaches the cells through the rerouted edges, 1/2 each (0.02 / 0.5 = 0.04); the last cell holds 1."""
     weights, transitions = claims.split_graph([claims.INIT, claims.GROWTH, claims.CELL, claims.CELL], [-1, -1, 1, 1])
     np.testing.assert_allclose(weights, [0.5, 0.5, 0, 0])
-    np.testing.assert_allclose(transitions, [[0, 1, 0, 0], [0.5, 0, 0.25, 0.25], [0, 0, 0, 1], [0, 0, 1, 0]])
+    np.testing.assert_allclose(transitions, [[0, 1, 0, 0], [0.75, 0, 0.125, 0.125], [0, 0, 0, 1], [0, 0, 1, 0]])
     adjusted = stats.graphical([0.03, 0.01, 0.02, 0.2], weights, transitions)
-    np.testing.assert_allclose(adjusted, [0.04, 0.02, 0.04, 0.2])
+    np.testing.assert_allclose(adjusted, [0.03 / 0.875, 0.02, 0.04, 0.2])
     shut = stats.graphical([0.03, 0.9, 0.001, 0.001], weights, transitions)  # the parent is not rejected
     assert shut[0] == pytest.approx(0.06) and (shut[2:] >= 0.9).all()
     np.testing.assert_allclose(stats.graphical([0.03, 0.01, 0.02, 0.2], weights, transitions, until=0.05)[:2],
-                               [0.04, 0.02])
+                               [0.03 / 0.875, 0.02])
 
 
 def test_the_leader_is_named_first_with_its_own_interval() -> None:
