@@ -24,7 +24,7 @@ from analysis.tables import number, panel_keys, panels, table_keys
 CONTEXT = ["benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency"]
 COLUMNS = [*CONTEXT, "topic", "density", "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high",
            "p_value", "p_adjusted", "mde", "verdict", "panel", "n_run_pairs", "n_unmatched", "sd", "family",
-           "family_size", "level", "tie", "reversed_cells", "heterogeneity_p"]
+           "family_size", "level", "seeds_needed", "tie", "reversed_cells", "heterogeneity_p"]
 # Differences below this print as 0.00: BWT at 0 is the isolation promise.
 TIE = 0.005
 ONE_POINT = 1.0  # the difference the per-split power statement asks about, in ACC points
@@ -53,7 +53,7 @@ class Best:
     val_mean: float = float("nan")
     val_std: float = float("nan")
     acc_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% t-interval of the test ACC over seeds
-    untold: tuple[str, ...] = ()  # the other configurations that cannot be told apart from it (same metric)
+    untold: tuple[str, ...] = ()  # the others not told apart from it (same metric), each with its mean gap to it
     ahead: tuple[str, ...] = ()  # those better than it for real on the seeds both ran (a mean over other seeds)
     compared: int = 0  # how many configurations it was compared with
     pairs: int = 0  # the tested pairs of the split's configurations: the family its verdicts are corrected in
@@ -118,15 +118,27 @@ def evidence(row: pd.Series) -> str:
 
 
 def detectable(row: pd.Series) -> str:
-    """The power statement of a comparison that is not real: an estimate, from the spread its seeds showed."""
-    if pd.isna(row["mde"]):
+    """Why a claim that is not real stays open, told apart from "no effect": its interval excludes every
+    difference of ONE_POINT or more, or its seeds are too few for a difference of the size seen (the seeds that
+    would find it with 80% power, and the difference these seeds would find: estimates from the spread seen)."""
+    if pd.isna(row["mde"]) or pd.isna(row["ci_low"]):
         return ""
     df = f"{int(row['n_pairs']) - 1} degree{'s' if row['n_pairs'] != 2 else ''} of freedom"
-    if row["mde"] > 100:
-        return (f"; with this spread (estimated with {df}) and these seeds no difference on the "
-                "0-100 scale would be found with 80% power")
-    return (f"; with this spread (estimated with {df}) and these seeds a difference of about "
-            f"{row['mde']:.2f} points would be found with 80% power")
+    if -ONE_POINT < row["ci_low"] and row["ci_high"] < ONE_POINT:
+        return f"; its 95% CI excludes any difference of {ONE_POINT:g} point or more"
+    needed = row["seeds_needed"]
+    needed = f"about {int(needed)} seeds" if not pd.isna(needed) else f"more than {stats.MAX_SEEDS} seeds"
+    found = ("no difference on the 0-100 scale" if row["mde"] > 100 else
+             f"a difference of about {row['mde']:.2f} points")
+    return (f"; too few seeds to tell: a difference of {abs(row['diff']):.2f} points needs {needed} at this family's "
+            f"level, and these seeds would find {found} (80% power; spread estimated with {df})")
+
+
+def _open(row: pd.Series) -> str:
+    """"cannot be told apart" only where the interval rules out a point; else "not established with n seeds"."""
+    if not pd.isna(row["ci_low"]) and -ONE_POINT < row["ci_low"] and row["ci_high"] < ONE_POINT:
+        return "cannot be told apart"
+    return f"are not told apart with {int(row['n_pairs'])} seeds"
 
 
 def _untested(row: pd.Series) -> str:
@@ -156,7 +168,7 @@ def _init_finding(title: str, row: pd.Series) -> Finding:
     if row["verdict"] == stats.REAL:
         text = f"{where}, {row['a']} initialisation beats {row['b']} by {row['diff']:.2f} points ({evidence(row)})."
         return Finding(title, claims.INIT, row["verdict"], text, row["a"])
-    text = (f"{where}, {row['a']} and {row['b']} initialisation cannot be told apart: {row['a']} - {row['b']} = "
+    text = (f"{where}, {row['a']} and {row['b']} initialisation {_open(row)}: {row['a']} - {row['b']} = "
             f"{row['diff']:+.2f} points ({evidence(row)}){detectable(row)}.")
     return Finding(title, claims.INIT, row["verdict"], text)
 
@@ -185,7 +197,7 @@ def _growth_finding(title: str, rows: pd.DataFrame, means: pd.Series) -> Finding
     untold = [g for g in means.sort_values(ascending=False).index if g not in behind]
     closest = against[against["verdict"] != stats.REAL].sort_values("p_value", na_position="last").iloc[0]
     ranked = ", ".join(f"{g} {means[g]:.2f}" for g in untold)
-    text = (f"Over this split's cells, no growth criterion wins: {ranked} cannot be told apart (closest call "
+    text = (f"Over this split's cells, no growth criterion wins: {ranked} {_open(closest)} (closest call "
             f"{closest['a']} - {closest['b']} = {closest['diff']:+.2f} points, {evidence(closest)}"
             f"{detectable(closest)})")
     if behind:
@@ -276,7 +288,7 @@ def best_configs(runs: pd.DataFrame, table: pd.DataFrame) -> list[Best]:
         if tested:
             pairs["real"] = stats.holm(pairs["p_value"].to_numpy(dtype=float)) < stats.ALPHA
             mine = pairs[pairs["i"] == 0]  # the chosen one is first in `ranked`
-            untold = tuple(values[j][0] for j in mine.loc[~mine["real"], "j"])
+            untold = tuple(f"{values[row.j][0]} ({0.0 - row.diff:+.2f})" for row in mine[~mine["real"]].itertuples())
             ahead = tuple(values[j][0] for j in mine.loc[mine["real"] & (mine["diff"] < 0), "j"])
         out.append(Best(title, {k: top[k] for k in keys}, top["acc_mean"], top["acc_std"], int(top["n_ok"]),
                         members.loc[members[metric].idxmax()], top["val_acc_mean"], top["val_acc_std"],

@@ -262,9 +262,10 @@ def _best(bests: list[Best]) -> str:
             chosen.append(f"- compared with the other {best.compared}: not tested (1 seed)")
         elif best.compared:
             untold = ", ".join(best.untold) if best.untold else "none"
-            chosen.append(f"- cannot be told apart from it on {metric} (seed-paired; Holm over all {best.pairs} "
-                          f"tested pairs of the split's configurations, which stays valid after choosing the "
-                          f"best): {untold}")
+            chosen.append(f"- not told apart from it on {metric} with these seeds, each with its mean gap to it "
+                          f"(seed-paired; Holm over all {best.pairs} tested pairs of the split's configurations, "
+                          f"which stays valid after choosing the best; an open gap calls for seeds, it is no tie): "
+                          f"{untold}")
         if best.ahead:  # possible where seeds are missing: the mean and the matched seeds disagree
             chosen.append(f"- better than it on {metric} for real on the seeds both ran: {', '.join(best.ahead)}")
         lines += ["", f"### {best.panel}", "", f"- {config}", *chosen,

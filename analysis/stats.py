@@ -234,8 +234,11 @@ def family(rows: pd.DataFrame, name: str, weights: ArrayLike | None = None,
     rows["p_adjusted"] = graphical(p, weights, transitions)
     gated = (weights[:, None] * transitions).max(axis=0, initial=0.0)
     rows["level"] = ALPHA * np.where(weights > 0, weights, gated)
-    rows["mde"] = [mde(sd, int(n), level) if not tie else float("nan")
-                   for sd, n, level, tie in zip(rows["sd"], rows["n_pairs"], rows["level"], rows["tie"], strict=True)]
+    spread = list(zip(rows["sd"], rows["n_pairs"], rows["level"], rows["tie"], rows["diff"], strict=True))
+    rows["mde"] = [mde(sd, int(n), level) if not tie else float("nan") for sd, n, level, tie, _ in spread]
+    # the seeds at which a true difference as large as the one seen would be found: an estimate, from this spread
+    rows["seeds_needed"] = [seeds_needed(abs(d), sd, level) if n >= 2 and not tie else None
+                            for sd, n, level, tie, d in spread]
     rows["verdict"] = np.where(rows["n_pairs"] < 2, NOT_TESTED,
                                np.where(rows["p_adjusted"] < ALPHA, REAL, NOT_ESTABLISHED))
     return rows

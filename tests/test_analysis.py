@@ -177,9 +177,12 @@ def test_findings_follow_the_tests(results: Path) -> None:
     init = texts(found, PANEL_5X2, "init")
     assert init[0] == ("At density 0.1, ERK initialisation beats uniform by 11.00 points (95% CI 9.76 to 12.24, "
                        "3 seeds (6 run pairs), adjusted p = 0.002).")
-    assert init[1].startswith("At density 0.2, ERK and uniform initialisation cannot be told apart: ERK - uniform = "
-                              "+0.50 points (95% CI ")
-    assert "(estimated with 1 degree of freedom) and these seeds a difference of about" in init[1]
+    # too few seeds, said as such: not "no effect"
+    assert init[1].startswith("At density 0.2, ERK and uniform initialisation are not told apart with 2 seeds: ERK - "
+                              "uniform = +0.50 points (95% CI ")
+    assert "; too few seeds to tell: a difference of 0.50 points needs about " in init[1]
+    assert "these seeds would find a difference of about 36.72 points (80% power; spread estimated with 1 degree of " \
+           "freedom)." in init[1]
     assert texts(found, PANEL_5X2, "growth") == [
         "Over this split's cells, momentum growth wins (85.10 mean final ACC): ahead of random by 3.08 points (95% CI "
         "1.55 to 4.62, 3 seeds (10 run pairs), adjusted p = 0.026)."]
@@ -268,7 +271,8 @@ def test_report_runs_without_torch_and_writes_everything(results: Path, report_r
     # 91.5 and 92.5: mean 92, std 0.71, t(1) 12.706 x 0.5; the other 7 configurations of the panel are untested
     assert "final ACC 92.00 ± 0.71 over 2 run(s); 95% CI 85.65 to 98.35\n" in best_5x2
     assert "Holm over all 28 tested pairs of the split's configurations, which stays valid after choosing the " \
-        "best): uniform/momentum density 0.2, ERK/random density 0.2, " in best_5x2
+        "best; an open gap calls for seeds, it is no tie): uniform/momentum density 0.2 (+0.00), ERK/random density " \
+        "0.2 (-1.00), " in best_5x2
     assert "density 0.1\n- best seed 1" in best_5x2
     assert "**This search selected on test ACC (no validation split)" in text
     assert "cldst train --dataset digits --net mlp --num-classes 10 --num-tasks 5 --num-classes-per-task 2 " \
@@ -398,8 +402,9 @@ def test_the_best_configuration_is_chosen_on_validation_with_test_beside_it(tmp_
     assert ("- chosen on final validation ACC 87.50 ± 0.71; its final test ACC 85.50 ± 0.71 over 2 run(s); 95% CI "
             "79.15 to 91.85") in text
     # validation 88, 87 against 80, 81: paired differences 8 and 6, t-test p = 0.09 on one degree of freedom
-    assert "cannot be told apart from it on validation ACC (seed-paired; Holm over all 1 tested pairs of the " \
-           "split's configurations, which stays valid after choosing the best): ERK/momentum density 0.1" in text
+    assert "not told apart from it on validation ACC with these seeds, each with its mean gap to it (seed-paired; " \
+           "Holm over all 1 tested pairs of the split's configurations, which stays valid after choosing the best; an " \
+           "open gap calls for seeds, it is no tie): ERK/momentum density 0.1 (-7.00)" in text
     assert "val ACC 88.00, test ACC 85.00" in text and "chosen on test ACC" not in text
     assert "| val ACC |" in (tmp_path / "report" / "tables" / "summary.md").read_text().splitlines()[0]
 
