@@ -273,7 +273,7 @@ def test_report_runs_without_torch_and_writes_everything(results: Path, report_r
     assert "Holm over all 28 tested pairs of the split's configurations, which stays valid after choosing the " \
         "best; an open gap calls for seeds, it is no tie): uniform/momentum density 0.2 (+0.00), ERK/random density " \
         "0.2 (-1.00), " in best_5x2
-    assert "density 0.1\n- best seed 1" in best_5x2
+    assert "uniform/random density 0.1 (-21.50)\n- best seed 1" in best_5x2
     assert "**This search selected on test ACC (no validation split)" in text
     assert "cldst train --dataset digits --net mlp --num-classes 10 --num-tasks 5 --num-classes-per-task 2 " \
            "--sparse-init ERK --prune magnitude --growth momentum --density 0.2" in best_5x2
