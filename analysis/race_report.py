@@ -76,8 +76,9 @@ def replay(rows: Iterable[dict], plan: Plan) -> tuple[racing.Race, Outcomes]:
 
 
 def names(configurations: list[dict]) -> list[str]:
-    """Each configuration by the fields in which the configurations differ ("growth=momentum density=0.1")."""
-    varying = [k for k in configurations[0] if len({json.dumps(c.get(k)) for c in configurations}) > 1]
+    """Each configuration by the fields in which the configurations differ, in alphabetical order (as sweep.json
+    holds them): "density=0.1 growth=momentum"."""
+    varying = sorted(k for k in configurations[0] if len({json.dumps(c.get(k)) for c in configurations}) > 1)
     return [" ".join(f"{k}={c[k]}" for k in varying) or "the one configuration" for c in configurations]
 
 
