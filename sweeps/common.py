@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -265,9 +266,54 @@ def compact_finished(exp: Experiment) -> None:
               f"under tasks/ and runs/")
 
 
+def settings_text(row: dict, columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
+    # None: a per-task setting that varied over the run's tasks (an adaptive sweep's member)
+    return " ".join(f"{c}=varies" if row[c] is None else f"{c}={row[c]:.4g}" if isinstance(row[c], float)
+                    else f"{c}={row[c]}" for c in columns)
+
+
+def configurations(runs: list[dict]) -> list[list[dict]]:
+    """The runs grouped by configuration: every RunConfig field but the seed (config_json without it)."""
+    groups: dict[str, list[dict]] = {}
+    for row in runs:
+        saved = json.loads(row["config_json"]) if row["config_json"] else {c: row[c] for c in SUMMARY_COLUMNS}
+        config = {k: v for k, v in saved.items() if k != "seed"}
+        groups.setdefault(json.dumps(config, sort_keys=True), []).append(row)
+    return list(groups.values())
+
+
+def print_top_runs(ok: list[dict], on_val: bool) -> None:
+    """The 5 best single runs; ties: the later trial id first, as the progress view's "best"
+    (sweeps.progress.best_acc) names it."""
+    top = sorted(ok, key=lambda r: (r["val_acc" if on_val else "acc"], r["trial_id"]), reverse=True)[:5]
+    if top:
+        print("top configurations by final validation ACC (test ACC beside it):" if on_val
+              else "top configurations by final ACC:")
+    for r in top:
+        val = f"val ACC {r['val_acc']:6.2f}  " if on_val else ""
+        print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings_text(r)}  ({r['trial_id']})")
+
+
+def print_top_configurations(groups: list[list[dict]], on_val: bool) -> None:
+    """The 5 best configurations by their mean over seeds (n: the runs averaged), once one has run several seeds: a
+    single run's luck does not rank them."""
+    def mean(group: list[dict], column: str) -> float:
+        return sum(r[column] for r in group) / len(group)
+
+    metric = "val_acc" if on_val else "acc"
+    ranked = sorted(groups, key=lambda g: (mean(g, metric), len(g)), reverse=True)[:5]
+    print("top configurations by mean final validation ACC over seeds (test ACC beside it):" if on_val
+          else "top configurations by mean final ACC over seeds:")
+    for group in ranked:
+        val = f"val ACC {mean(group, 'val_acc'):6.2f}  " if on_val else ""
+        print(f"  {val}ACC {mean(group, 'acc'):6.2f}  BWT {mean(group, 'bwt'):+6.2f}  n={len(group):<3d} "
+              f"{settings_text(group[0], tuple(c for c in SUMMARY_COLUMNS if c != 'seed'))}")
+
+
 def summarize(exp: Experiment, expected: int) -> int:
     """Print where the Parquet is, the ok/error/stopped counts, the files that are not results (a stray or
-    truncated file is listed, never merged) and the top 5 by final ACC; 1 if trials are left."""
+    truncated file is listed, never merged) and the top 5 by final ACC (validation ACC where there is a split): single
+    runs, or configurations by their mean over seeds once one has run several; 1 if trials are left."""
     compact_finished(exp)
     try:
         loaded = load(exp.results_dir, on_bad="skip")
@@ -286,17 +332,11 @@ def summarize(exp: Experiment, expected: int) -> int:
         print(f"  error in {run_row['trial_id']}: {run_row['error']}")
     ok = [r for r in runs if r["status"] == "ok"]
     on_val = bool(ok) and all(r["val_acc"] is not None for r in ok)  # never rank on test data when there is a split
-    # ties: the later trial id first, as the progress view's "best" (sweeps.progress.best_acc) names it
-    top = sorted(ok, key=lambda r: (r["val_acc" if on_val else "acc"], r["trial_id"]), reverse=True)[:5]
-    if top:
-        print("top configurations by final validation ACC (test ACC beside it):" if on_val
-              else "top configurations by final ACC:")
-        for r in top:
-            # None: a per-task setting that varied over the run's tasks (an adaptive sweep's member)
-            settings = " ".join(f"{c}=varies" if r[c] is None else f"{c}={r[c]:.4g}" if isinstance(r[c], float)
-                                else f"{c}={r[c]}" for c in SUMMARY_COLUMNS)
-            val = f"val ACC {r['val_acc']:6.2f}  " if on_val else ""
-            print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings}  ({r['trial_id']})")
+    by_configuration = configurations(ok)
+    if any(len({r["seed"] for r in group}) > 1 for group in by_configuration):
+        print_top_configurations(by_configuration, on_val)
+    else:
+        print_top_runs(ok, on_val)
     if len(runs) < expected:
         print(f"{expected - len(runs)} trials unfinished: rerun the same command to resume")
         return 1

@@ -36,6 +36,17 @@ LOST = ("lost: the search driver stopped before Ray Tune saved this trial, so th
         "continue it")
 
 
+def record_lost(results_dir: Path, experiment: str, config: dict, trial_id: str, status: str) -> dict:
+    """The runs row of a trial Tune lost (`config`: its RunConfig fields), from its tasks rows, with LOST as its
+    note: its Parquet then counts it as ended, and no reader takes its tasks rows for a run still going."""
+    rows = results.trial_rows(results_dir, "tasks", trial_id)
+    resolved = RunConfig.from_dict(config).resolve().to_dict()
+    common = results.common_columns(resolved, experiment, trial_id, rows[-1]["node"] if rows else "")
+    row = results.run_row(common, rows, status, LOST, None)
+    results.write_part(results_dir, "runs", trial_id, [row])
+    return row
+
+
 def read_rows(results_dir: Path, kind: str) -> list[dict]:
     """Every row of `kind` under the experiment folder; none before the first trial wrote any."""
     try:
@@ -126,7 +137,8 @@ class SelectingSearch(OptunaSearch):
             if trial_id in self._ot_trials:
                 continue
             self.lost.add(trial_id)
-            row = ended.get(trial_id) or self._record_lost(trial_id, frozen.params, STATUS[frozen.state])
+            row = ended.get(trial_id) or record_lost(self.results_dir, self.experiment, {**self.fixed, **frozen.params},
+                                                     trial_id, STATUS[frozen.state])
             if frozen.state != TrialState.RUNNING:
                 continue
             value = row[RUN_COLUMN[self.metric]]
@@ -135,15 +147,6 @@ class SelectingSearch(OptunaSearch):
             else:
                 self._ot_study.tell(frozen.number, state=TrialState.PRUNED if row["status"] == "stopped"
                                     else TrialState.FAIL)
-
-    def _record_lost(self, trial_id: str, params: dict, status: str) -> dict:
-        """The runs row of a trial Tune lost, from its tasks rows: its Parquet then counts it as the study does."""
-        rows = results.trial_rows(self.results_dir, "tasks", trial_id)
-        config = RunConfig.from_dict({**self.fixed, **params}).resolve().to_dict()
-        common = results.common_columns(config, self.experiment, trial_id, rows[-1]["node"] if rows else "")
-        row = results.run_row(common, rows, status, LOST, None)
-        results.write_part(self.results_dir, "runs", trial_id, [row])
-        return row
 
     def _state(self, study_trial_id: int) -> TrialState:
         return self._ot_study._storage.get_trial(study_trial_id).state

@@ -11,6 +11,7 @@ from benchmarks import (
     gpu_check,
     memory,
     packing,
+    racing,
     results_scale,
     scaling,
     throughput,
@@ -92,6 +93,13 @@ def test_checkpoint_cost_quick():
     rows = checkpoint_cost.main(["--quick", "--no-append"])["rows"]
     assert [(r["num_to_keep"], r["checkpoints kept"]) for r in rows] == [("1", 8), ("None", 40)]
     assert_positive(rows)
+
+
+def test_racing_prints_its_tables_with_the_error_rate_and_the_fixed_designs():
+    out = racing.main(["--reps", "10", "--tied-reps", "10", "--no-append"])
+    assert len(out["tied"]) == len(racing.PLANS) * len(racing.GAPS)
+    assert [r["design"] for r in out["power"][:5]] == ["5 10 20 40", "4 8 16 32 64", "fixed 5", "fixed 10", "fixed 40"]
+    assert all(0 <= r["declares the best"] <= 1 and r["runs"] > 0 for r in out["power"])
 
 
 def test_results_scale_reads_every_row_and_names_bad_files():

@@ -84,3 +84,25 @@ def test_the_summary_ranks_tied_trials_as_the_progress_view_names_the_best(tmp_p
     assert listed == ["t3", "t2", "t1"]
     runs = [(trial_id, {"avg_acc": 89.0}) for trial_id in ("t1", "t3", "t2")]
     assert progress.best_acc(runs)[2] == listed[0]
+
+
+def test_the_summary_ranks_configurations_by_their_mean_over_seeds_once_one_has_several(tmp_path, capsys):
+    from cldst import results
+    from cldst.config import RunConfig
+    from sweeps import common
+
+    exp = experiment.Experiment("seeds", tmp_path / "seeds", str(tmp_path / "ray"))
+    # density 0.2 has the luckiest single run (99) but the lower mean over its two seeds (80 against 90)
+    for trial_id, density, seed, val in (("a", 0.2, 0, 99.0), ("b", 0.2, 1, 61.0), ("c", 0.1, 0, 91.0),
+                                         ("d", 0.1, 1, 89.0), ("e", 0.05, 0, 50.0)):
+        config = RunConfig.from_dict({"benchmark": "digits", "net": "mlp", "num_tasks": 2, "val_fraction": 0.1,
+                                      "density": density, "seed": seed}).resolve().to_dict()
+        common_columns = results.common_columns(config, "seeds", trial_id, "node")
+        rows = [{"acc": [val + 1] * (t + 1), "fwt_acc": [], "val_acc": [val] * (t + 1)} for t in range(2)]
+        results.write_part(exp.results_dir, "runs", trial_id, [results.run_row(common_columns, rows, "ok", None, 1.0)])
+    assert common.summarize(exp, expected=5) == 0
+    out = capsys.readouterr().out
+    assert "top configurations by mean final validation ACC over seeds (test ACC beside it):" in out
+    listed = [line.split() for line in out.splitlines() if line.startswith("  val ACC")]
+    assert [(row[2], row[7], row[10]) for row in listed] == [
+        ("90.00", "n=2", "density=0.1"), ("80.00", "n=2", "density=0.2"), ("50.00", "n=1", "density=0.05")]
