@@ -403,8 +403,8 @@ def test_the_best_configuration_is_chosen_on_validation_with_test_beside_it(tmp_
             "79.15 to 91.85") in text
     # validation 88, 87 against 80, 81: paired differences 8 and 6, t-test p = 0.09 on one degree of freedom
     assert "not told apart from it on validation ACC with these seeds, each with its mean gap to it (seed-paired; " \
-           "Holm over all 1 tested pairs of the split's configurations, which stays valid after choosing the best; an " \
-           "open gap calls for seeds, it is no tie): ERK/momentum density 0.1 (-7.00)" in text
+           "Holm over all 1 tested pairs of the split's configurations, which stays valid after choosing the best; " \
+           "an open gap calls for seeds, it is no tie): ERK/momentum density 0.1 (-7.00)" in text
     assert "val ACC 88.00, test ACC 85.00" in text and "chosen on test ACC" not in text
     assert "| val ACC |" in (tmp_path / "report" / "tables" / "summary.md").read_text().splitlines()[0]
 
