@@ -52,8 +52,9 @@ def key(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
 
 
-def outcomes(rows: Iterable[dict], plan: Plan) -> Outcomes:
-    """The plan's table of results from runs rows (dicts with config_json, seed, status, error, val_acc, acc)."""
+def outcomes(rows: Iterable[dict], plan: Plan, value: str = "val_acc") -> Outcomes:
+    """The plan's table of results from runs rows (dicts with config_json, seed, status, error, val_acc, acc); `val`
+    holds the `value` column (the grid's looks decide on test ACC, "acc")."""
     index = {key(config): c for c, config in enumerate(plan.configurations)}
     column = {seed: s for s, seed in enumerate(plan.seeds)}
     shape = (len(plan.configurations), len(plan.seeds))
@@ -63,8 +64,8 @@ def outcomes(rows: Iterable[dict], plan: Plan) -> Outcomes:
         lost = isinstance(row["error"], str) and row["error"].startswith(LOST_PREFIX)
         if c is None or s is None or lost:
             continue
-        if row["status"] == "ok" and pd.notna(row["val_acc"]):
-            val[c, s], test[c, s], failed[c, s] = row["val_acc"], row["acc"], False
+        if row["status"] == "ok" and pd.notna(row[value]):
+            val[c, s], test[c, s], failed[c, s] = row[value], row["acc"], False
         elif row["status"] in ("error", "stopped") and np.isnan(val[c, s]):
             failed[c, s] = True
     return Outcomes(val, test, failed)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import adaptive, figures, findings, race_report, search, stats, tables
+from analysis import adaptive, figures, findings, looks, race_report, search, stats, tables
 from analysis.data import STATUSES, Loaded, load_all
 from analysis.findings import Best, Finding
 from cldst.results import ResultsError, check_writable
@@ -101,7 +101,7 @@ def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
     drawn = _figures(static, table, bests, rows, out, progress)
     sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found, rows),
                 _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress),
-                *race_report.sections(loaded),
+                *race_report.sections(loaded), *looks.sections(loaded),
                 *adaptive.sections(loaded, out, pbt, rows[rows["topic"] == "adaptive"], progress)]
     report = out / "report.md"
     report.write_text("\n\n".join(sections) + "\n")

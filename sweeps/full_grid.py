@@ -3,10 +3,15 @@
   python sweeps/full_grid.py --preset quick              # 24 small trials, minutes on a laptop CPU
   python sweeps/full_grid.py --dry-run                   # the paper grid: 144 trials per seed
   python sweeps/full_grid.py --growth momentum gradient --density 0.1 --seeds 0 1 2 --gpus-per-trial 0.25
+  python sweeps/full_grid.py --preset quick --looks 2 4 8 --min-effect 1.0   # seeds only while a claim is open
 
 Every trial's per-task metrics land in <results>/tasks and one row per trial in <results>/runs
 (Parquet). Rerunning the same command (same --name) resumes: finished trials are not rerun,
 unfinished ones continue from their last task checkpoint.
+
+With --looks, the grid runs seeds 0, 1, ... look by look: after each look, each split's primary claims (init at
+each density, each growth pair over the cells) are tested at the look's share of alpha, and the next look's seeds
+run only while some claim is neither real nor smaller than --min-effect points (analysis/looks.py).
 """
 
 from __future__ import annotations
@@ -16,16 +21,28 @@ import itertools
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/full_grid.py` from a checkout
 
+from analysis import looks, race_report, racing  # noqa: E402
+from cldst import results  # noqa: E402
 from cldst.config import RunConfig  # noqa: E402
 from sweeps import common, experiment  # noqa: E402
+
+MIN_EFFECT = 1.0  # --min-effect's default, in ACC points
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.parser("full_grid.py", __doc__)
     common.add_axis_options(parser, common.AXES)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one grid per seed (default: 0)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="one grid per seed (default: 0)")
+    parser.add_argument("--looks", nargs="+", type=int, metavar="SEEDS",
+                        help="planned looks: seed counts, increasing, each at least 2 (e.g. 2 4 8); seeds 0, 1, ... "
+                             "run look by look while a primary claim is open")
+    parser.add_argument("--min-effect", type=float, metavar="POINTS",
+                        help=f"with --looks: a claim whose interval lies inside +-POINTS is decided (default "
+                             f"{MIN_EFFECT:g})")
     return parser
 
 
@@ -37,8 +54,12 @@ def grid(fixed: dict, axes: dict[str, list]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     common.check_options(args)
+    if args.looks is not None:
+        return sequential(args)
+    if args.min_effect is not None:
+        common.fail("--min-effect: only with --looks")
     fixed = common.fixed_config(args)
-    axes = {**common.axes(args, common.AXES), "seed": list(dict.fromkeys(args.seeds))}
+    axes = {**common.axes(args, common.AXES), "seed": list(dict.fromkeys(args.seeds or [0]))}
     points = grid(fixed, axes)
     first = common.check_configs(points)
     seeds = len(axes["seed"])
@@ -59,6 +80,54 @@ def main(argv: list[str] | None = None) -> int:
     tasks = sum(RunConfig.from_dict(point).resolve().num_tasks for point in points)  # the splits may differ
     common.run(args, exp, bench, param_space, tasks=tasks)
     return common.summarize(exp, len(points))
+
+
+def sequential(args: argparse.Namespace) -> int:
+    """The grid look by look (--looks): every configuration runs seeds 0, 1, ... up to the next look while a
+    primary claim is open; ends with the claims' verdicts and the runs saved."""
+    problem = racing.check_looks(args.looks)
+    if problem:
+        common.fail(f"--looks: {problem}")
+    if args.seeds is not None:
+        common.fail("--seeds: not with --looks (the looks run seeds 0 to the last look's count - 1)")
+    min_effect = MIN_EFFECT if args.min_effect is None else args.min_effect
+    if not min_effect > 0:
+        common.fail(f"--min-effect: must be above 0 points, got {args.min_effect:g}")
+    fixed = common.fixed_config(args)
+    points = grid(fixed, common.axes(args, common.AXES))
+    first = common.check_configs([{**point, "seed": 0} for point in points])
+    configurations = [{k: v for k, v in RunConfig.from_dict({**c, "seed": 0}).resolve().to_dict().items()
+                       if k != "seed"} for c in points]
+    seeds, fixed_runs = list(range(args.looks[-1])), len(points) * args.looks[-1]
+    print(f"{args.preset}: {len(points)} configurations, looks at {' '.join(map(str, args.looks))} seeds; a claim "
+          f"is decided when real or smaller than {min_effect:g} points; at most {fixed_runs} runs (the fixed design)")
+    if args.dry_run:
+        return 0
+    exp, bench = experiment.prepare(args, first)
+    plan = race_report.Plan(exp.name, configurations, seeds, list(args.looks))
+    experiment.claim(exp, {"script": "full_grid", "experiment": exp.name, "configurations": configurations,
+                           "seeds": seeds, "looks": plan.looks, "min_effect": min_effect})
+    print(f"results -> {exp.results_dir}; Ray state -> {exp.tune_path}", flush=True)
+    common.start_ray(args)
+    from sweeps.race_state import GridLooksSearch
+
+    common.run(args, exp, bench, {}, search_alg=GridLooksSearch(plan, exp.results_dir, min_effect),
+               num_samples=fixed_runs)
+    try:
+        rows = results.load(exp.results_dir, on_bad="skip").runs.to_pylist()
+    except results.ResultsError:
+        rows = []
+    found = race_report.outcomes(rows, plan, value="acc")
+    result = looks.sequential(looks.frame(plan, found.val, looks.accuracy_rows(rows, plan)),
+                              ~np.isnan(found.val) | found.failed, seeds, plan.looks, min_effect)
+    print("")
+    for line in looks.look_lines(result, fixed_runs, len(configurations)):
+        print(line)
+    for claim in result.claims:
+        print(f"  {claim}: {result.verdicts.get(claim, 'open')}")
+    print(f"runs {found.ended} of the fixed design's {fixed_runs}, {fixed_runs - found.ended} saved")
+    code = common.summarize(exp, found.ended)
+    return code if result.finished else 1
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from ray.tune.search import Searcher
 
-from analysis import race_report, racing
+from analysis import looks, race_report, racing
 from sweeps.search_state import read_rows, record_lost
 
 METRIC = "val_avg_acc"  # after the last task: the run's final validation ACC (its runs row's val_acc)
@@ -32,9 +32,10 @@ METRIC = "val_avg_acc"  # after the last task: the run's final validation ACC (i
 class RaceSearch(Searcher):
     """Proposes the runs of the race described by `plan` (analysis.race_report.Plan) under `results_dir`."""
 
-    def __init__(self, plan: race_report.Plan, results_dir: str | Path) -> None:
-        super().__init__(metric=METRIC, mode="max")
+    def __init__(self, plan: race_report.Plan, results_dir: str | Path, metric: str = METRIC) -> None:
+        super().__init__(metric=metric, mode="max")
         self.plan, self.results_dir = plan, Path(results_dir)
+        self.value = "val_acc" if metric == METRIC else "acc"  # the runs column that holds `metric` at the end
         shape = (len(plan.configurations), len(plan.seeds))
         self.found = race_report.Outcomes(np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, bool))
         self.running: dict[str, tuple[int, int]] = {}  # Tune trial id -> (configuration, seed index)
@@ -62,8 +63,8 @@ class RaceSearch(Searcher):
         if where is None:  # ended before a restart, and already in the results
             return
         c, s = where
-        if result and result.get("tasks_done") == result.get("num_tasks") and result.get(METRIC) is not None:
-            self.found.val[c, s], self.found.test[c, s] = result[METRIC], result["avg_acc"]
+        if result and result.get("tasks_done") == result.get("num_tasks") and result.get(self.metric) is not None:
+            self.found.val[c, s], self.found.test[c, s] = result[self.metric], result["avg_acc"]
         else:
             self.found.failed[c, s] = True
         self.say_looks()
@@ -82,7 +83,7 @@ class RaceSearch(Searcher):
         """The results from the Parquet runs rows; a trial with tasks rows that neither ended nor is running (Tune
         lost it) gets its lost runs row, and its run is proposed again."""
         runs = read_rows(self.results_dir, "runs")
-        self.found = race_report.outcomes(runs, self.plan)
+        self.found = race_report.outcomes(runs, self.plan, self.value)
         ended = {row["trial_id"] for row in runs}
         lost = {row["trial_id"]: row for row in read_rows(self.results_dir, "tasks")
                 if row["trial_id"] not in ended and row["trial_id"] not in self.running}
@@ -101,3 +102,37 @@ class RaceSearch(Searcher):
         self.rebuild()
         self.said = 0
         self.say_looks()
+
+
+class GridLooksSearch(RaceSearch):
+    """Proposes the grid's runs look by look (analysis/looks.py): every configuration runs the next look's seeds
+    while some primary claim is open. Decides on final test ACC; its state is the Parquet, as the race's."""
+
+    def __init__(self, plan: race_report.Plan, results_dir: str | Path, min_effect: float) -> None:
+        super().__init__(plan, results_dir, metric="avg_acc")
+        self.min_effect = min_effect
+        self.acc_rows: dict[tuple[int, int], list[float]] = {}  # each run's final accuracy row: the lattice's step
+
+    def state(self) -> looks.Sequence:
+        ended = ~np.isnan(self.found.val) | self.found.failed
+        runs = looks.frame(self.plan, self.found.val, self.acc_rows)
+        return looks.sequential(runs, ended, self.plan.seeds, self.plan.looks, self.min_effect)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        where = self.running.get(trial_id)
+        if where is not None and result and result.get("acc") is not None:
+            self.acc_rows[where] = list(result["acc"])
+        super().on_trial_complete(trial_id, result, error)
+
+    def say_looks(self) -> None:
+        result = self.state()
+        fixed = len(self.plan.configurations) * self.plan.looks[-1]
+        lines = looks.look_lines(result, fixed, len(self.plan.configurations))
+        for line in lines[self.said:]:
+            print(line, flush=True)
+        self.said = len(lines)
+
+    def rebuild(self) -> None:
+        super().rebuild()
+        self.acc_rows = looks.accuracy_rows(read_rows(self.results_dir, "runs"), self.plan)
+
