@@ -9,7 +9,6 @@ finishes the population without duplicate rows (the races of a resume: tests/tes
 import dataclasses
 import itertools
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -44,13 +43,6 @@ TRAINABLE = cldst_tune.trainable
 @pytest.fixture(scope="module")
 def synthetic():
     return load_benchmark("synthetic")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 def small(**overrides) -> RunConfig:

@@ -3,7 +3,6 @@
 and rerun; a search's best raced on the seeds the search did not use; bad input refused before Ray starts."""
 
 import json
-import logging
 import signal
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 from ray_cluster import driver_env
 
 from analysis import race_report
@@ -27,13 +25,6 @@ pytestmark = pytest.mark.timeout(240)
 # density 0.005 learns nothing in 1 epoch (chance, ~20% validation ACC against ~80%): those leave at the first look
 NARROW = ["--preset", "quick", "--epochs", "1", "--num-tasks", "2", "--growth", "random", "--density", "0.2", "0.005",
           "--looks", "3", "4", "--progress-every", "600"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 def where(tmp_path: Path, name: str) -> list[str]:

@@ -7,7 +7,6 @@ out-of-memory kill would), reruns it, and compares it with the same search left 
 
 from __future__ import annotations
 
-import logging
 import signal
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-import ray
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray_cluster import driver_env
 
@@ -168,13 +166,6 @@ def test_settle_tells_the_study_what_the_parquet_says(tmp_path):
 
 
 # ---------------------------------------------------------------- end to end: kill the driver, rerun, compare
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 def argv(tmp_path: Path, name: str) -> list[str]:

@@ -8,7 +8,6 @@ the interrupted sweep and the cluster sweep run their drivers as subprocesses, a
 
 import inspect
 import json
-import logging
 import os
 import re
 import signal
@@ -33,13 +32,6 @@ sys.path.insert(0, str(REPO))
 from sweeps import common, experiment, full_grid, search  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 def quick(tmp_path: Path, name: str, epochs: int = 2, num_tasks: int = 2) -> list[str]:
