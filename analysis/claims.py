@@ -54,6 +54,7 @@ def split_claims(runs: pd.DataFrame, metric: str, step: float) -> pd.DataFrame:
     """One split's claims from its finished runs: rows of `stats.compare` with topic, density, sparse_init, a,
     b, parent (the row of a cell's main effect, -1 otherwise), reversed_cells and heterogeneity_p."""
     rows: list[dict] = []
+    runs = runs.dropna(subset=["sparse_init", "growth", "density"])  # a setting that varied over tasks: no cell
     for density, at_density in runs.groupby("density", sort=True):
         indexed = at_density.set_index(["seed", "growth"])[[metric, "sparse_init"]]
         rows += [{"topic": INIT, "density": density, "sparse_init": "", "parent": -1, **row}
