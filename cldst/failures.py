@@ -115,9 +115,7 @@ def resuming_errored(retry_own: bool, said: Callable[[str], None] = print) -> It
         errored = [trial for trial in trials if trial.status == Trial.ERROR]
         resumed = [trial for trial in errored if retry_own or failure_of(trial) == INFRASTRUCTURE]
         for trial in resumed:
-            if retry_own:
-                trial.run_metadata.num_failures = 0
-            trial.run_metadata.infra_retries = 0
+            trial.run_metadata.num_failures = trial.run_metadata.infra_retries = 0
             trial.set_status(Trial.PAUSED)  # unfinished: Tune resumes it from its checkpoint
         if errored:
             kept = len(errored) - len(resumed)

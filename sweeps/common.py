@@ -342,7 +342,8 @@ def summarize(exp: Experiment, expected: int) -> int:
         for _path, reason in skipped:
             print(f"  {reason}")
     for run_row in [r for r in runs if r["status"] == "error"][:5]:
-        print(f"  error in {run_row['trial_id']}: {run_row['error']}")
+        failure = f" ({run_row['failure']})" if run_row["failure"] else ""  # infrastructure, own; null before v4
+        print(f"  error in {run_row['trial_id']}{failure}: {run_row['error']}")
     ok = [r for r in runs if r["status"] == "ok"]
     on_val = bool(ok) and all(r["val_acc"] is not None for r in ok)  # never rank on test data when there is a split
     by_configuration = configurations(ok)

@@ -118,7 +118,8 @@ def test_a_rerun_resumes_the_trials_the_infrastructure_failed_and_with_retry_err
         TuneController._requeue_restored_trials(Requeued(), [lost, own, done], ResumeConfig())
     assert (lost.status, own.status, done.status) == (
         Trial.PENDING, Trial.PENDING if retry_own else Trial.ERROR, Trial.TERMINATED)
-    assert failures.infra_retries(lost) == 0 and own.num_failures == (0 if retry_own else 2)
+    assert (lost.num_failures, failures.infra_retries(lost)) == (0, 0)  # its counts start afresh
+    assert (own.num_failures, failures.infra_retries(own)) == ((0, 0) if retry_own else (2, 20))
     assert said == [f"resuming {2 if retry_own else 1} errored trial(s) from their checkpoints "
                     + ("(--retry-errored); 0 stay failed" if retry_own else
                        "(those lost to the infrastructure); 1 stay failed (their own errors: --retry-errored "
