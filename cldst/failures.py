@@ -4,15 +4,16 @@ Infrastructure: the trial did nothing wrong. Its node died, its actor was lost o
 killed by a signal or by Ray's memory monitor, or the storage could not be reached. The trial's own: an exception
 its training code raised (a non-finite loss, a config Ray Tune's search produced that cannot run, a bug).
 
-Ray Tune counts both against `FailureConfig.max_failures`, and may count one node death twice: the trial's actor
-fails, Tune requeues the trial, and the actor Tune starts in its place lands on the dead node before Ray has
-declared it dead, and fails too, 14-21 ms later (ray/tune/execution/tune_controller.py, _process_trial_failure:
-`handle_error` counts, then `should_recover` compares the count with max_failures). `retrying_infrastructure`
-wraps Tune's Trial.handle_error for the duration of a sweep: an infrastructure failure leaves `num_failures` as it
-was and counts in the trial's `infra_retries` instead, up to a bound of its own; Tune then recovers the trial from
-its last checkpoint as it does any retry. That is the one place where a failure is counted, whichever path it came
-by (a task's future, the actor's own death, a failed restore), so once or twice makes no difference. The class and
-the count live in the trial's run metadata, which Tune saves with its experiment state: a rerun reads them back.
+Ray Tune counts both against `FailureConfig.max_failures`, and one node death can count twice: Ray has been seen to
+report two ActorUnavailableErrors for one trial 14-21 ms apart, and Tune counts each
+(ray/tune/execution/tune_controller.py, _process_trial_failure: `handle_error` counts, then `should_recover`
+compares the count with max_failures; the first report requeues the trial, the second errors it).
+`retrying_infrastructure` wraps Tune's Trial.handle_error for the duration of a sweep: an infrastructure failure
+leaves `num_failures` as it was and counts in the trial's `infra_retries` instead, up to a bound of its own; Tune
+then recovers the trial from its last checkpoint as it does any retry. That is the one place where a failure is
+counted, whichever path it came by (a task's future, the actor's own death, a failed restore), so once or twice
+makes no difference. The class and the count live in the trial's run metadata, which Tune saves with its experiment
+state: a rerun reads them back.
 
 On a rerun, Tune resumes an errored trial only if told to resume every errored trial (Tuner.restore,
 resume_errored). `resuming_errored` wraps TuneController._requeue_restored_trials, where Tune sorts the restored
