@@ -24,6 +24,7 @@ from cldst.reader import Results, experiment_dirs, load, read_part, trial_rows
 from cldst.schema import (
     CONFIG_COLUMNS,
     CONFIG_FIELDS,
+    FAILURES,
     KINDS,
     PART_PATTERN,
     REQUIRED,
@@ -37,7 +38,7 @@ from cldst.schema import (
 )
 
 # The results API in one import: the contract (schema.py) and the reader (reader.py) beside the writer.
-__all__ = ["CONFIG_COLUMNS", "CONFIG_FIELDS", "KINDS", "REQUIRED", "RUNS_SCHEMA", "RUN_STATUSES", "SCHEMAS",
+__all__ = ["CONFIG_COLUMNS", "CONFIG_FIELDS", "FAILURES", "KINDS", "REQUIRED", "RUNS_SCHEMA", "RUN_STATUSES", "SCHEMAS",
            "SCHEMA_VERSION", "TASKS_SCHEMA", "Results", "ResultsError", "check_writable", "common_columns",
            "experiment_dirs", "load", "now", "part_path", "read_part", "run_row", "task_row", "trial_rows",
            "upsert_task_rows", "write_part", "write_table"]
@@ -72,17 +73,22 @@ def task_row(common: dict, task_metrics: dict, parent_trial_id: str | None = Non
 
 
 def run_row(common: dict, task_rows: list[dict], status: str, error: str | None,
-            total_seconds: float | None) -> dict:
+            total_seconds: float | None, failure: str | None = None, error_type: str | None = None,
+            infra_retries: int = 0) -> dict:
     """A `runs` row: the common columns, the run metrics of the tasks learned (`task_rows`: their
-    TaskResults as dicts, or their tasks rows, in task order), and how it ended."""
+    TaskResults as dicts, or their tasks rows, in task order), and how it ended: `error` (one line), the
+    `failure` class and `error_type` of an error (cldst.failures), the infrastructure failures retried."""
     if status not in RUN_STATUSES:
         raise ValueError(f"status: {status!r} is not one of {', '.join(RUN_STATUSES)}")
+    if failure not in (None, *FAILURES):
+        raise ValueError(f"failure: {failure!r} is not one of {', '.join(FAILURES)}")
     acc_rows = [row["acc"] for row in task_rows]
     empty = {"acc_matrix": [], "acc": None, "bwt": None, "fwt": None, "incremental_acc": []}
     summary = metrics.summary(acc_rows, [row["fwt_acc"] or [] for row in task_rows]) if acc_rows else empty
     val_rows = [row.get("val_acc") for row in task_rows]
     has_val = bool(val_rows) and all(row is not None for row in val_rows)
-    return {**common, **summary, "status": status, "error": error, "tasks_done": len(acc_rows),
+    return {**common, **summary, "status": status, "error": error, "failure": failure, "error_type": error_type,
+            "infra_retries": infra_retries, "tasks_done": len(acc_rows),
             "val_acc": metrics.final_accuracy(val_rows) if has_val else None,
             "val_acc_matrix": [list(row) for row in val_rows] if has_val else None,
             "total_seconds": total_seconds, "created_at": now()}

@@ -21,7 +21,11 @@ import pyarrow as pa
 # 2: protocol and val_fraction (config); tasks: val_acc, val_avg_acc, parent_trial_id; runs: val_acc,
 #    val_acc_matrix.
 # 3: tasks: discarded (a PBT member's task whose training an exploit threw away; null before version 3).
-SCHEMA_VERSION = 3
+# 4: runs: failure ("infrastructure" or "own": the class of the error that ended the trial), error_type (its
+#    exception's type) and infra_retries (infrastructure failures retried, none counted against --max-failures);
+#    null before version 4.
+SCHEMA_VERSION = 4
+FAILURES = ("infrastructure", "own")
 KINDS = ("tasks", "runs")
 RUN_STATUSES = ("ok", "error", "stopped")
 PART_PATTERN = re.compile(r"^part-(?P<trial_id>[A-Za-z0-9_.-]+)\.parquet$")
@@ -62,6 +66,8 @@ TASKS_SCHEMA = pa.schema(_COMMON + [
 
 RUNS_SCHEMA = pa.schema(_COMMON + [
     ("status", pa.string()), ("error", pa.string()),
+    ("failure", pa.string()), ("error_type", pa.string()),  # null unless status is error: cldst.failures
+    ("infra_retries", pa.int64()),  # a lost node, actor or worker, or unreachable storage, retried
     ("tasks_done", pa.int64()),
     ("acc_matrix", pa.list_(pa.list_(pa.float64()))),
     ("acc", pa.float64()), ("bwt", pa.float64()), ("fwt", pa.float64()),

@@ -27,7 +27,7 @@ from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.train._internal.session import _TrainingResult
 from ray.tune.experiment import Trial
 
-from cldst import checkpoint, continual, lineage, results
+from cldst import checkpoint, continual, failures, lineage, results
 from cldst.config import PER_TASK_FIELDS, RunConfig
 from cldst.data import Benchmark
 
@@ -147,7 +147,7 @@ class ParquetCallback(tune.Callback):
         self._end(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
-        self._end(trial, error_message(trial))
+        self._end(trial, *last_error(trial))
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if self.write_error is not None:  # raised out of Tuner.fit, after Tune saved its state for this step
@@ -184,7 +184,7 @@ class ParquetCallback(tune.Callback):
         """A trial's tasks rows by task: from its part and, once `cldst results compact` ran, the compacted files."""
         return {row["task"]: row for row in results.trial_rows(self.experiment_dir, "tasks", trial_id)}
 
-    def _end(self, trial: tune.experiment.Trial, error: str | None) -> None:
+    def _end(self, trial: tune.experiment.Trial, error: str | None, error_type: str | None = None) -> None:
         """The runs row, from the tasks rows on disk (they survive a driver restart). A trial that continued
         from another's checkpoint (PBT) is summarised by the model it ended with: its lineage's rows, and a
         config whose per-task settings are the ones that model's tasks trained with (an exact rerun)."""
@@ -208,10 +208,13 @@ class ParquetCallback(tune.Callback):
                 # from its last checkpoint, with nothing left to learn. Its row stands as written then.
                 log.info(f"[{trial.trial_id}] had ended ok before the restart")
                 return
-        run = results.run_row(common, rows, status, error, trial.last_result.get("time_total_s"))
+        failure = (failures.failure_of(trial) or failures.OWN) if status == "error" else None
+        run = results.run_row(common, rows, status, error, trial.last_result.get("time_total_s"), failure,
+                              error_type if status == "error" else None, failures.infra_retries(trial))
         self._io(results.write_part, self.experiment_dir, "runs", trial.trial_id, [run])
         acc = f", avg acc {rows[-1]['avg_acc']:.2f}" if rows else ""  # after the last task: the final ACC
-        log.info(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}"
+        retried = f" ({run['infra_retries']} infrastructure failure(s) retried)" if run["infra_retries"] else ""
+        log.info(f"[{trial.trial_id}] {status} after {len(rows)}/{common['num_tasks']} tasks{acc}{retried}"
                  + (f": {error}" if error else ""))
 
 
@@ -269,8 +272,9 @@ def continue_from_surviving_checkpoint(trial: Trial) -> bool:
     return True
 
 
-def error_message(trial: tune.experiment.Trial) -> str:
-    """The trial's latest exception as 'Type: message' (Tune keeps it wrapped in a RayTaskError).
+def last_error(trial: tune.experiment.Trial) -> tuple[str, str | None]:
+    """The trial's latest exception as one line, 'Type: message' (Tune keeps it wrapped in a RayTaskError), and
+    its type's name (None where only Tune's text of it is left).
 
     Read from the driver's own copy first: Tune writes it just before `on_trial_error` but copies it to the
     storage only at its next sync, so the storage may still hold none, or an earlier failure's."""
@@ -280,9 +284,8 @@ def error_message(trial: tune.experiment.Trial) -> str:
             err = ray.cloudpickle.load(handle)
     else:
         err = trial.get_pickled_error()
-    cause = getattr(err, "cause", None) or err
-    if cause is not None:
-        return f"{type(cause).__name__}: {cause}"
+    if err is not None:
+        return failures.one_line(err), type(failures.cause(err)).__name__
     text = Path(trial.error_file).read_text() if trial.error_file and os.path.exists(trial.error_file) else ""
     lines = (text or str(trial.get_error() or "")).strip().splitlines()
-    return lines[-1] if lines else "unknown error"
+    return (lines[-1] if lines else "unknown error"), None

@@ -76,8 +76,9 @@ class ValidationPBT(PopulationBasedTraining):
     def on_trial_add(self, tune_controller: object, trial: object) -> None:
         """A rerun (Tuner.restore) hands back the members with their progress but this scheduler fresh: each
         member stands after the last task of its checkpoint (the surviving one, if the killed driver had deleted
-        the one Tune's state names), and the next synchronisation point is the next task of the member furthest
-        behind (else the members already past it would wait for it forever)."""
+        the one Tune's state names), with the score of that checkpoint's report, and the next synchronisation point
+        is the next task of the member furthest behind (else the members already past it would wait for it
+        forever). A member Tune requeues after a failure rejoins the same way, at its own task boundary."""
         from cldst.tune import continue_from_surviving_checkpoint  # torch: only once the sweep runs
 
         continue_from_surviving_checkpoint(trial)
@@ -85,6 +86,8 @@ class ValidationPBT(PopulationBasedTraining):
         saved = trial.latest_checkpoint_result
         state = self._trial_state[trial]
         state.last_train_time = state.last_perturbation_time = int(saved.metrics["tasks_done"]) if saved else 0
+        if saved is not None and saved.metrics.get(METRIC) is not None:  # its score there: its checkpoint's report
+            self._save_trial_state(state, state.last_train_time, saved.metrics, trial)
         behind = [s.last_train_time for t, s in self._trial_state.items() if not t.is_finished()]
         self._next_perturbation_sync = min(behind, default=0) + 1
 
@@ -107,6 +110,18 @@ class ValidationPBT(PopulationBasedTraining):
             super().on_trial_result(WithoutFailed(tune_controller), replayed, self._trial_state[replayed].last_result)
             chosen = super().choose_trial_to_run(tune_controller)
         return chosen
+
+    def _quantiles(self) -> tuple[list, list]:
+        """Ray's bottom and top quantiles, of the members that stand at the boundary being synchronised. After a
+        rerun, members ahead of it (their checkpoints hold more tasks) wait there, and Ray would rank them by their
+        scores at later boundaries: they are left out of this ranking, and ranked at their own boundary."""
+        everyone = self._trial_state
+        self._trial_state = {trial: state for trial, state in everyone.items()
+                             if state.last_train_time == self._next_perturbation_sync}
+        try:
+            return super()._quantiles()
+        finally:
+            self._trial_state = everyone
 
     def _exploit(self, tune_controller: object, trial: object, trial_to_clone: object) -> None:
         """Ray's exploit, only between members at the same task boundary, and saved whole.

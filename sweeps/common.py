@@ -29,6 +29,9 @@ AXES = ("sparse_init", "growth", "density", "update_frequency", "num_tasks")
 AXIS_TYPES = {"density": float, "update_frequency": int, "num_tasks": int}
 PAPER_AXES = {"sparse_init": ["uniform", "ERK"], "growth": ["random", "unfired", "momentum", "gradient"],
               "density": [0.2, 0.1, 0.05], "update_frequency": [100, 400], "num_tasks": [5, 10, 20]}
+# Retries of a trial lost to the infrastructure (cldst.failures): enough for a spot node lost every task of a long
+# trial, and still a bound, for a cluster that loses every node it starts.
+DEFAULT_MAX_INFRA_RETRIES = 20
 SUMMARY_COLUMNS = ("sparse_init", "growth", "density", "update_frequency", "death_rate", "num_tasks", "seed")
 
 
@@ -63,7 +66,13 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="also the trial's torch threads (default 1)")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default 0: as resources allow)")
     p.add_argument("--max-failures", type=int, default=1,
-                   help="retries of a failed trial from its last task checkpoint (default 1)")
+                   help="retries of a trial that failed on its own side, from its last task checkpoint (default 1)")
+    p.add_argument("--max-infra-retries", type=int, default=DEFAULT_MAX_INFRA_RETRIES,
+                   help="retries of a trial whose node, actor, worker or storage was lost, from its last task "
+                        f"checkpoint; not counted in --max-failures (default {DEFAULT_MAX_INFRA_RETRIES})")
+    p.add_argument("--retry-errored", action="store_true",
+                   help="on a rerun, also resume the trials that failed on their own side (those lost to the "
+                        "infrastructure always resume)")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit; starts nothing")
     p.add_argument("--verbose", action="store_true",
                    help="also print the per-task lines (always in <results>/sweep.log)")
@@ -92,7 +101,8 @@ def check_options(args: argparse.Namespace) -> None:
         fail(f"--gpus-per-trial: must be 0 or a number >= 0.0001, got {args.gpus_per_trial:g}")
     if not (math.isfinite(args.cpus_per_trial) and args.cpus_per_trial >= 1e-4):
         fail(f"--cpus-per-trial: must be a number >= 0.0001, got {args.cpus_per_trial:g}")
-    for option, value in (("--max-concurrent", args.max_concurrent), ("--max-failures", args.max_failures)):
+    for option, value in (("--max-concurrent", args.max_concurrent), ("--max-failures", args.max_failures),
+                          ("--max-infra-retries", args.max_infra_retries)):
         if value < 0:
             fail(f"{option}: must be >= 0, got {value}")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
@@ -177,13 +187,15 @@ def checkpoints_kept(scheduler: object, storage: str = "") -> int | None:
 def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space: dict, tasks: int | None = None,
         **tune_options: object) -> None:
     """Start the sweep, or resume it where `exp.tune_path` holds its state: finished trials are kept,
-    unfinished ones continue from their last task checkpoint, failed ones stay failed.
+    unfinished ones continue from their last task checkpoint, and so do errored ones that the infrastructure failed
+    (all errored ones with --retry-errored); the others stay failed (cldst.failures).
 
     `tasks`: how many tasks the whole sweep learns, for the progress view (default: estimated as trials start).
     `tune_options` go to `tune.TuneConfig` (search_alg, scheduler, num_samples) when the sweep starts.
     """
     from ray import tune
 
+    from cldst import failures
     from cldst.tune import ParquetCallback, trainable
     from sweeps.progress import SweepProgress, task_log
     from sweeps.ray_logs import tune_logs
@@ -212,7 +224,8 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
                                       reuse_actors=args.gpus_per_trial == 0,
                                       **tune_options)
         tuner = tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    with task_log(exp.results_dir, args.verbose), tune_logs(exp.tune_path):
+    with task_log(exp.results_dir, args.verbose), tune_logs(exp.tune_path), \
+            failures.retrying_infrastructure(args.max_infra_retries), failures.resuming_errored(args.retry_errored):
         try:
             tuner.fit()
         except Exception as err:  # a results write failed (ParquetCallback): one line, not Tune's traceback
@@ -329,7 +342,8 @@ def summarize(exp: Experiment, expected: int) -> int:
         for _path, reason in skipped:
             print(f"  {reason}")
     for run_row in [r for r in runs if r["status"] == "error"][:5]:
-        print(f"  error in {run_row['trial_id']}: {run_row['error']}")
+        failure = f" ({run_row['failure']})" if run_row["failure"] else ""  # infrastructure, own; null before v4
+        print(f"  error in {run_row['trial_id']}{failure}: {run_row['error']}")
     ok = [r for r in runs if r["status"] == "ok"]
     on_val = bool(ok) and all(r["val_acc"] is not None for r in ok)  # never rank on test data when there is a split
     by_configuration = configurations(ok)

@@ -75,7 +75,9 @@ class Writer:
         write_part(self.dir, "tasks", trial_id, tasks)
         if status is not None:
             run = dict(common, status=status, error="RuntimeError: boom" if status == "error" else None,
-                       tasks_done=done, acc_matrix=matrix, acc=acc, bwt=bwt, fwt=10.0,
+                       failure="own" if status == "error" else None,
+                       error_type="RuntimeError" if status == "error" else None, infra_retries=0, tasks_done=done,
+                       acc_matrix=matrix, acc=acc, bwt=bwt, fwt=10.0,
                        val_acc=val if val is not None and status == "ok" else None,
                        val_acc_matrix=val_matrix if val is not None else None,
                        incremental_acc=[acc] * total if acc is not None else None,

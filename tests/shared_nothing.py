@@ -4,7 +4,8 @@ A cloud cluster's nodes share no filesystem: Ray Tune's storage is an object sto
 worker node runs in a mount namespace of its own (`unshare --mount`, as root): the root filesystem read-only,
 and a private tmpfs on /tmp (Ray's session folder, the trials' working folders) and on /dev/shm (the object
 store's memory), its `ray start` working in /tmp/node. Whatever a trial writes stays on its node, and the
-driver's results folder (under the root namespace's /tmp) is out of the node's sight. The only storage they
+driver's results folder (under the root namespace's /tmp) is out of the node's sight. A checkout (or its venv) that
+lives under /tmp is shown again inside, read-only, at its own path: the node runs its `ray`. The only storage they
 share is moto's S3 server (`S3Server`) on loopback; the head (the driver's node, no CPUs: it runs no trial)
 and the nodes reach each other over Ray's TCP ports, as on a cloud.
 """
@@ -12,6 +13,7 @@ and the nodes reach each other over Ray's TCP ports, as on a cloud.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,11 +25,35 @@ import pyarrow.fs
 import pytest
 from ray_cluster import FAST_NODE_DEATH, LocalCluster, free_port
 
-# Run as `sh -c ISOLATE node <command...>` in a new mount namespace: private mounts, then exec the command.
-ISOLATE = ("mount -o remount,bind,ro / && mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /dev/shm "
-           '&& mkdir /tmp/node && cd /tmp/node && exec "$@"')
-LAUNCHER = ("unshare", "--mount", "--propagation", "private", "sh", "-c", ISOLATE, "node")
+REPO = Path(__file__).resolve().parents[1]
 MOTO_BIN = str(Path(sys.executable).parent / "moto_server")
+
+
+def kept_folders(private: Path = Path("/tmp")) -> list[Path]:
+    """The folders a node needs that lie under `private` (its tmpfs would hide them): the checkout, the venv
+    (sys.prefix, and its real path if that is a link) and the Python the venv was made from; none nested in
+    another."""
+    needed = {REPO, Path(sys.prefix).absolute(), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
+    under = sorted(path for path in needed if path.is_relative_to(private))
+    return [path for path in under if not any(path != other and path.is_relative_to(other) for other in under)]
+
+
+def isolate(kept: list[Path]) -> str:
+    """The shell script a node runs as `sh -c SCRIPT node <command...>` in a new mount namespace: the root
+    read-only, a private tmpfs on /dev/shm and /tmp, then the `kept` folders (under /tmp) shown again, read-only,
+    then exec the command in /tmp/node. Each kept folder is bound to a spot on the new /dev/shm before /tmp is
+    hidden, and moved back to its own path on the new /tmp after."""
+    steps = ["mount -o remount,bind,ro /", "mount -t tmpfs tmpfs /dev/shm"]
+    steps += [f"mkdir /dev/shm/kept{i} && mount -n --bind {shlex.quote(str(path))} /dev/shm/kept{i}"
+              for i, path in enumerate(kept)]
+    steps.append("mount -t tmpfs tmpfs /tmp")
+    steps += [f"mkdir -p {shlex.quote(str(path))} && mount -n --move /dev/shm/kept{i} {shlex.quote(str(path))} "
+              f"&& mount -n -o remount,bind,ro {shlex.quote(str(path))} && rmdir /dev/shm/kept{i}"
+              for i, path in enumerate(kept)]
+    return " && ".join([*steps, 'mkdir /tmp/node && cd /tmp/node && exec "$@"'])
+
+
+LAUNCHER = ("unshare", "--mount", "--propagation", "private", "sh", "-c", isolate(kept_folders()), "node")
 
 
 def namespaces_unavailable() -> str | None:

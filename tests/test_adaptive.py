@@ -170,6 +170,32 @@ def test_a_member_is_exploited_only_by_a_donor_at_its_own_task_boundary(donor_do
     assert calls == ([(None, member, donor)] if exploited else [])
 
 
+@dataclasses.dataclass(frozen=True)
+class Restored(Member):  # a member as a rerun hands it back: with the checkpoint of its last task
+    latest_checkpoint_result: SimpleNamespace = dataclasses.field(hash=False, compare=False)
+
+
+def test_a_rerun_ranks_members_only_with_those_at_the_same_task_boundary(monkeypatch):
+    """After a driver kill, members stand at the tasks their checkpoints hold. Each keeps its checkpoint's score,
+    the barrier is the next task of the member furthest behind, and a ranking there leaves out the members
+    ahead of it (Ray's would rank them by their scores at later boundaries)."""
+    monkeypatch.setattr(cldst_tune, "continue_from_surviving_checkpoint", lambda trial: False)
+    monkeypatch.setattr(adaptive.PopulationBasedTraining, "on_trial_add",
+                        lambda self, controller, trial: self._trial_state.__setitem__(trial, _PBTTrialState(trial)))
+    scheduler = adaptive.ValidationPBT(0.0, hyperparam_mutations={"growth": ["random", "momentum"]},
+                                       quantile_fraction=0.5)
+    members = {}
+    for name, done, val in (("ahead", 3, 99.0), ("a", 2, 70.0), ("b", 2, 80.0), ("behind", 1, 10.0)):
+        members[name] = Restored(name, SimpleNamespace(metrics={**report(val, 0.0), "tasks_done": done}))
+        scheduler.on_trial_add(None, members[name])
+    assert scheduler._next_perturbation_sync == 2
+    assert scheduler._trial_state[members["b"]].last_score == 80.0  # the score of its checkpoint's report
+    behind = members["behind"]  # learns task 1 again, and reaches the barrier
+    scheduler._save_trial_state(scheduler._trial_state[behind], 2, {**report(75.0, 0.0), "tasks_done": 2}, behind)
+    bottom, top = scheduler._quantiles()
+    assert ([t.trial_id for t in bottom], [t.trial_id for t in top]) == (["a"], ["b"])  # "ahead" is not ranked
+
+
 def test_the_population_is_ranked_on_validation_accuracy_never_on_test_data():
     honest = {"w": report(60, 60), "x": report(70, 70), "y": report(80, 80), "z": report(90, 90)}
     # Test accuracies poisoned to say the opposite (and one impossible value): the ranking must not move.

@@ -275,6 +275,7 @@ SHARED = {  # argv after `--preset quick` (for search: also `--num-samples 2`)
     "max-concurrent text": ("--max-concurrent two", "--max-concurrent"),
     "max-failures negative": ("--max-failures -1", "--max-failures"),
     "max-failures text": ("--max-failures x", "--max-failures"),
+    "max-infra-retries negative": ("--max-infra-retries -1", "--max-infra-retries"),
     "dry-run with a value": ("--dry-run yes", "unrecognized arguments: yes"),
     "an option of cldst train": ("--lr 0.1", "unrecognized arguments: --lr"),
     "sparse-init unknown": ("--sparse-init lottery", "sparse_init"),

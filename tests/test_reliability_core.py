@@ -25,7 +25,8 @@ WRITER = textwrap.dedent("""
     from cldst.config import RunConfig
     config = RunConfig(benchmark="digits").resolve().to_dict()
     common = results.common_columns(config, "exp", "t1", "node")
-    rows = [{**common, "status": "ok", "error": None, "tasks_done": 5, "acc_matrix": [[1.0] * 50] * 50,
+    rows = [{**common, "status": "ok", "error": None, "failure": None, "error_type": None, "infra_retries": 0,
+             "tasks_done": 5, "acc_matrix": [[1.0] * 50] * 50,
              "acc": 1.0, "bwt": 0.0, "fwt": 0.0, "incremental_acc": [1.0] * 50, "val_acc": None,
              "val_acc_matrix": None, "total_seconds": 1.0, "created_at": results.now()}
             for _ in range(int(sys.argv[2]))]
@@ -63,6 +64,7 @@ def test_a_writer_killed_mid_write_leaves_a_whole_file_or_none(tmp_path, delay):
 def test_disk_full_mid_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     config = RunConfig(benchmark="digits").resolve().to_dict()
     row = {**results.common_columns(config, "exp", "t1", "node"), "status": "ok", "error": None, "tasks_done": 1,
+           "failure": None, "error_type": None, "infra_retries": 0,
            "acc_matrix": [[50.0]], "acc": 50.0, "bwt": 0.0, "fwt": None, "incremental_acc": [50.0],
            "val_acc": None, "val_acc_matrix": None, "total_seconds": 1.0, "created_at": results.now()}
     results.write_part(tmp_path, "runs", "t1", [row])

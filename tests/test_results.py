@@ -160,3 +160,48 @@ def test_schema_version_is_read_from_the_footer_or_the_column(tmp_path):
     pq.write_table(newer, tmp_path / "tasks" / "part-plain.parquet", write_statistics=False)
     with pytest.raises(results.ResultsError, match=r"part-plain.parquet: schema_version \[99\]"):
         results.load(tmp_path)
+
+
+# The columns each schema version added (cldst/schema.py): a file of version N holds none of a later version's.
+ADDED = {2: {"tasks": ["protocol", "val_fraction", "val_acc", "val_avg_acc", "parent_trial_id"],
+             "runs": ["protocol", "val_fraction", "val_acc", "val_acc_matrix"]},
+         3: {"tasks": ["discarded"], "runs": []},
+         4: {"tasks": [], "runs": ["failure", "error_type", "infra_retries"]}}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_every_older_version_reads_with_the_later_columns_as_null(tmp_path, version):
+    assert results.SCHEMA_VERSION == max(ADDED)  # a new version adds its columns here
+    common = results.common_columns(CONFIG, "exp", "t1", "node-a")
+    rows = {"tasks": [task_row("t1", 0, 90.0), task_row("t1", 1, 80.0)],
+            "runs": [results.run_row(common, [task_metrics(0, 90.0), task_metrics(1, 80.0)], "error",
+                                     "RuntimeError: boom", 3.0, "own", "RuntimeError", 2)]}
+    for kind, kind_rows in rows.items():
+        later = [name for v, added in ADDED.items() if v > version for name in added[kind]]
+        table = pa.Table.from_pylist(kind_rows, schema=results.SCHEMAS[kind]).drop_columns(later)
+        where = table.schema.get_field_index("schema_version")
+        table = table.set_column(where, "schema_version", pa.array([version] * len(table), pa.int32()))
+        (tmp_path / kind).mkdir()
+        pq.write_table(table, tmp_path / kind / "part-t1.parquet")
+    loaded = results.load(tmp_path)
+    assert loaded.tasks.schema == results.TASKS_SCHEMA and loaded.runs.schema == results.RUNS_SCHEMA
+    for kind, table in (("tasks", loaded.tasks), ("runs", loaded.runs)):
+        assert table.column("schema_version").to_pylist() == [version] * table.num_rows
+        for v, added in ADDED.items():
+            for name in added[kind]:
+                written = [None] * table.num_rows if v > version else [row[name] for row in rows[kind]]
+                assert table.column(name).to_pylist() == written, (kind, name)
+    run = loaded.runs.to_pylist()[0]
+    assert (run["status"], run["error"], run["acc"]) == ("error", "RuntimeError: boom", 80.0)
+
+
+def test_a_run_row_records_its_failure_class_type_and_retries(tmp_path):
+    common = results.common_columns(CONFIG, "exp", "t1", "node-a")
+    row = results.run_row(common, [task_metrics(0, 90.0)], "error", "ActorDiedError: the actor died", 1.0,
+                          "infrastructure", "ActorDiedError", 20)
+    results.write_part(tmp_path, "runs", "t1", [row])
+    run = results.load(tmp_path).runs.to_pylist()[0]
+    assert (run["failure"], run["error_type"], run["infra_retries"], run["schema_version"]) == (
+        "infrastructure", "ActorDiedError", 20, results.SCHEMA_VERSION)
+    with pytest.raises(ValueError, match="failure"):
+        results.run_row(common, [], "error", "x", 1.0, "the network")

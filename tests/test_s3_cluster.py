@@ -6,7 +6,12 @@ worker node in a mount namespace of its own, a head with no CPUs, moto's S3 on l
    traceback, none of Tune's repeated warnings;
 3. a worker node killed mid-trial: the trial resumes on the other node from its S3 checkpoint, at its next task;
 4. the driver killed mid-sweep: the same command resumes from the experiment state in S3;
-5. a PBT exploit restores a checkpoint another node saved (members pinned to nodes: tests/pinned_driver.py).
+5. a PBT exploit restores a checkpoint another node saved (members pinned to nodes: tests/pinned_driver.py);
+6. trials that lose their actor or worker, the failures cued by tests/failing_driver.py: Ray's ActorUnavailableError
+   reported twice (as for one node death), grid and PBT, is retried from the last task checkpoint without counting
+   against --max-failures; a worker SIGKILLed (as by an OOM killer) is the infrastructure's, and past
+   --max-infra-retries its trial resumes on a rerun; a trial's own error stays `error` on a rerun, and
+   --retry-errored resumes it.
 
 Drivers run as subprocesses with `--storage s3://...`, as a user would; the fault tests' helpers are shared
 (tests/test_faults.py).
@@ -29,6 +34,7 @@ from cldst import results
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {name: str(REPO / "sweeps" / f"{name}.py") for name in ("full_grid", "search", "adaptive")}
 PINNED_DRIVER = str(REPO / "tests" / "pinned_driver.py")
+FAILING_DRIVER = str(REPO / "tests" / "failing_driver.py")
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -233,3 +239,91 @@ def test_pbt_completes_from_s3_and_each_exploit_restores_a_checkpoint_the_other_
     loaded = load_all(tmp_path / name)  # every member's lineage is whole
     for trial_id in loaded.runs["trial_id"]:
         assert list(analysis_adaptive.lineage(loaded.tasks, trial_id)["task"]) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- 6. lost actors and workers, and a trial's own error
+
+GRID = ["--num-tasks", "3", "--growth", "random", "--sparse-init", "uniform", "--density", "0.2", "0.1"]
+
+
+def failing(fault: str, script: str, tmp_path: Path, s3, cluster, name: str, *options: str) -> Driver:
+    command = argv(script, tmp_path, s3, cluster, name, *options)
+    return Driver([FAILING_DRIVER, script, *command[1:]], tmp_path, {**cluster.env, "FAULT": fault})
+
+
+def test_an_actor_lost_and_reported_twice_is_retried_without_counting_against_max_failures(cluster, s3, tmp_path):
+    workers(cluster, 2)
+    driver = failing("unavailable:1:2", "full_grid", tmp_path, s3, cluster, "lost-twice", *GRID, "--max-failures", "1")
+    assert driver.wait(timeout=240) == 0, driver.output
+    assert "2 ok, 0 error, 0 stopped, 2 of 2 ended" in driver.output
+    quiet(driver.output, node_died=True)
+    runs, _ = exact(tmp_path / "lost-twice", 2)
+    for run in runs.values():
+        assert (run["status"], run["tasks_done"], run["infra_retries"], run["failure"]) == ("ok", 3, 2, None)
+
+
+def test_a_pbt_member_whose_actor_is_lost_twice_rejoins_at_its_own_task_boundary(cluster, s3, tmp_path):
+    workers(cluster, 2)
+    options = ["--num-tasks", "3", "--population", "2", "--quantile", "0.5", "--growth", "random", "momentum",
+               "--density", "0.2", "0.1", "--max-failures", "1"]
+    driver = failing("unavailable:1:2", "adaptive", tmp_path, s3, cluster, "pbt-lost", *options)
+    assert driver.wait(timeout=240) == 0, driver.output
+    assert "2 ok, 0 error, 0 stopped, 2 of 2 ended" in driver.output
+    runs, tasks = exact(tmp_path / "pbt-lost", 2)
+    assert sorted(run["infra_retries"] for run in runs.values()) == [2, 2]
+    assert sorted(row["task"] for row in tasks.values() if row["parent_trial_id"]) == [1, 2]  # one exploit a boundary
+    loaded = load_all(tmp_path / "pbt-lost")
+    for trial_id in loaded.runs["trial_id"]:
+        assert list(analysis_adaptive.lineage(loaded.tasks, trial_id)["task"]) == [0, 1, 2]
+
+
+def test_a_trial_s_own_error_stays_failed_on_rerun_and_retry_errored_resumes_it(cluster, s3, tmp_path):
+    workers(cluster, 2)
+    name, exp = "own-error", tmp_path / "own-error"
+    driver = failing("raise:2:99:0.1", "full_grid", tmp_path, s3, cluster, name, *GRID, "--max-failures", "1")
+    assert driver.wait(timeout=240) == 0, driver.output
+    assert "1 ok, 1 error, 0 stopped, 2 of 2 ended" in driver.output
+    runs, tasks = exact(exp, 2)
+    failed = next(run for run in runs.values() if run["status"] == "error")
+    assert (failed["failure"], failed["error_type"], failed["error"], failed["tasks_done"], failed["infra_retries"]) \
+        == ("own", "RuntimeError", "RuntimeError: simulated crash in task 2", 2, 0)
+
+    rerun = Driver(argv("full_grid", tmp_path, s3, cluster, name, *GRID), tmp_path, cluster.env)  # the cause fixed
+    assert rerun.wait(timeout=240) == 0, rerun.output
+    assert "resuming 0 errored trial(s)" in rerun.output and "1 stay failed" in rerun.output
+    assert exact(exp, 2)[0][(failed["trial_id"],)]["status"] == "error"
+
+    retried = Driver(argv("full_grid", tmp_path, s3, cluster, name, *GRID, "--retry-errored"), tmp_path, cluster.env)
+    assert retried.wait(timeout=240) == 0, retried.output
+    assert "resuming 1 errored trial(s) from their checkpoints (--retry-errored)" in retried.output
+    assert "2 ok, 0 error, 0 stopped, 2 of 2 ended" in retried.output
+    after_runs, after_tasks = exact(exp, 2)
+    trial_id = failed["trial_id"]
+    assert after_runs[(trial_id,)]["tasks_done"] == 3
+    for task in (0, 1):  # resumed from its checkpoint: the tasks learned before are kept, not relearned
+        assert after_tasks[(trial_id, task)]["created_at"] == tasks[(trial_id, task)]["created_at"]
+
+
+def test_a_sigkilled_worker_is_the_infrastructure_s_retried_and_past_the_bound_resumed_on_rerun(cluster, s3, tmp_path):
+    workers(cluster, 2)
+    name, exp = "oom", tmp_path / "oom"
+    options = ["--num-tasks", "3", "--growth", "random", "--sparse-init", "uniform", "--density", "0.2",
+               "--max-failures", "0"]
+    # Killed at task 1 three times: the first is retried, the second is past --max-infra-retries 1 and counts, and
+    # --max-failures 0 leaves it failed, for the infrastructure.
+    driver = failing("sigkill:1:3", "full_grid", tmp_path, s3, cluster, name, *options, "--max-infra-retries", "1")
+    assert driver.wait(timeout=240) == 0, driver.output
+    assert "0 ok, 1 error, 0 stopped, 1 of 1 ended" in driver.output
+    runs, tasks = exact(exp, 1)
+    ((trial_id,), run), = runs.items()
+    assert (run["failure"], run["error_type"], run["infra_retries"], run["tasks_done"]) == (
+        "infrastructure", "ActorDiedError", 1, 1)
+
+    rerun = Driver(argv("full_grid", tmp_path, s3, cluster, name, *options), tmp_path, cluster.env)
+    assert rerun.wait(timeout=240) == 0, rerun.output
+    assert "resuming 1 errored trial(s) from their checkpoints (those lost to the infrastructure)" in rerun.output
+    assert "1 ok, 0 error, 0 stopped, 1 of 1 ended" in rerun.output
+    after_runs, after_tasks = exact(exp, 1)
+    assert after_runs[(trial_id,)]["tasks_done"] == 3
+    assert after_tasks[(trial_id, 0)]["created_at"] == tasks[(trial_id, 0)]["created_at"]
+
