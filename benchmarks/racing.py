@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tied-reps", type=int, default=4000,
                    help="simulated experiments per wrong-declaration row (default 4000)")
     p.add_argument("--no-append", action="store_true", help="print only; do not append to benchmarks/RESULTS.md")
+    p.add_argument("--quick", action="store_true", help="100 simulated experiments per row: a smoke run of seconds")
     return p
 
 
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.quick:
+        args.reps, args.tied_reps = 100, 100
     tied, power = [], []
     for plan in PLANS:
         for gap in GAPS:
