@@ -6,6 +6,7 @@ import pytest
 
 from cldst import results
 from cldst.config import RunConfig
+from cldst.schema import SCHEMA_VERSION
 
 CONFIG = RunConfig(benchmark="digits").resolve().to_dict()
 
@@ -65,13 +66,16 @@ def test_stray_truncated_and_foreign_files_are_reported(tmp_path):
     assert "not a readable Parquet file" in reasons[str(truncated)]
 
 
-def test_newer_schema_versions_are_refused_clearly(tmp_path):
+@pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, 99])
+def test_newer_schema_versions_are_refused_clearly(tmp_path, version):
+    """The next version is as unknown as any later one: refused, with the file and its version named."""
     row = task_row("t1", 0, 90.0)
     path = results.write_part(tmp_path, "tasks", "t1", [row])
     table = pq.read_table(path)
-    table = table.set_column(0, "schema_version", pa.array([99], pa.int32()))
+    table = table.set_column(0, "schema_version", pa.array([version], pa.int32()))
     pq.write_table(table, path)
-    with pytest.raises(results.ResultsError, match="schema_version"):
+    with pytest.raises(results.ResultsError, match=rf"part-t1.parquet: schema_version \[{version}\], but this cldst "
+                                                   rf"reads versions 1 to {SCHEMA_VERSION}"):
         results.load(tmp_path)
 
 
