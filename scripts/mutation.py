@@ -29,7 +29,7 @@ GUARDS = {
     "cldst/metrics.py": ["tests/test_metrics.py"],
     "cldst/schema.py": ["tests/test_results.py", "tests/test_compaction.py"],
     "cldst/reader.py": ["tests/test_results.py", "tests/test_compaction.py"],
-    "cldst/splits.py": ["tests/test_protocol.py", "-k", "validation or fraction or file_order"],
+    "cldst/splits.py": ["tests/test_splits.py"],
     "cldst/checkpoint.py": ["tests/test_reliability_core.py", "tests/test_continual.py", "-k", "checkpoint or resume"],
 }
 STATUSES = ("killed", "timeout", "suspicious", "survived", "skipped", "untested")
