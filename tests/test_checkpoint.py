@@ -1,0 +1,86 @@
+"""Checkpoint states on a tiny model, without training: what a state holds, the atomic save, and which
+configurations may resume it (the engine's resume tests are in test_continual.py)."""
+
+import pytest
+import torch
+
+from cldst import checkpoint
+from cldst.config import RunConfig
+from cldst.masking import pack_bits
+
+CONFIG = RunConfig(benchmark="synthetic", num_tasks=3, classes_per_task=2, num_classes=6, device="cpu").resolve()
+
+
+def tiny_state() -> tuple[torch.nn.Module, dict]:
+    model = torch.nn.Linear(4, 3)
+    mask = torch.tensor([[True, False, True, False]] * 3)
+    return model, checkpoint.make_state(CONFIG.to_dict(), 1, model, [{"weight": pack_bits(mask)}], [{"task": 0}])
+
+
+def test_a_state_holds_a_copy_of_the_weights_and_the_masks_as_bits():
+    model, state = tiny_state()
+    assert (state["format"], state["version"], state["next_task"]) == (checkpoint.FORMAT, checkpoint.VERSION, 1)
+    assert state["config"] == CONFIG.to_dict() and state["results"] == [{"task": 0}]
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)  # training goes on after the state is made
+    assert torch.equal(state["model"]["weight"], before)
+    assert checkpoint.task_masks(state)[0]["weight"].tolist() == [[True, False, True, False]] * 3
+
+
+def test_save_is_atomic_and_load_reads_it_back(tmp_path, monkeypatch):
+    _, state = tiny_state()
+    path = checkpoint.save(state, tmp_path / "deeper" / "c.pt")
+    assert path == tmp_path / "deeper" / "c.pt" and [p.name for p in path.parent.iterdir()] == ["c.pt"]
+    loaded = checkpoint.load(path, CONFIG.to_dict())
+    assert torch.equal(loaded["model"]["weight"], state["model"]["weight"]) and loaded["next_task"] == 1
+
+    def fails(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", fails)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(state, path)
+    assert [p.name for p in path.parent.iterdir()] == ["c.pt"], "the old checkpoint stays, no temp file"
+    assert checkpoint.load(path, CONFIG.to_dict())["next_task"] == 1
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^{tmp_path}/none.pt: no such checkpoint$"):
+        checkpoint.load(tmp_path / "none.pt", CONFIG.to_dict())
+
+
+@pytest.mark.parametrize("state", [[1, 2], {"format": "other"}, {}])
+def test_what_is_not_a_cldst_checkpoint_is_refused(state):
+    with pytest.raises(checkpoint.CheckpointError, match=r"^c.pt: not a cldst checkpoint$"):
+        checkpoint.check_state(state, CONFIG.to_dict(), "c.pt")
+
+
+def test_another_version_is_refused_with_both_versions_named():
+    _, state = tiny_state()
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^c.pt: checkpoint version 1, this cldst reads version "
+                                                         rf"{checkpoint.VERSION} only "):
+        checkpoint.check_state({**state, "version": 1}, CONFIG.to_dict(), "c.pt")
+
+
+@pytest.mark.parametrize("change", [dict(device="cuda"), dict(precision="fp32"), dict(density=0.5),
+                                    dict(growth="momentum"), dict(prune="SET"), dict(death_rate=0.2),
+                                    dict(update_frequency=7)])
+def test_runtime_and_per_task_settings_may_change_on_resume(change):
+    _, state = tiny_state()
+    assert checkpoint.check_state(state, {**CONFIG.to_dict(), **change}) is state
+
+
+@pytest.mark.parametrize("name", ["seed", "lr", "net", "isolate"])
+def test_any_other_setting_makes_the_checkpoint_foreign(name):
+    _, state = tiny_state()
+    config = CONFIG.to_dict()
+    changed = {**config, name: "other"}
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.check_state(state, changed, "c.pt")
+    assert str(err.value) == (f"c.pt: made with {name}={config[name]!r}, this run has {name}='other'; refusing to "
+                              f"resume a different configuration")
+    missing = {k: v for k, v in config.items() if k != name}  # a setting one side lacks differs too
+    with pytest.raises(checkpoint.CheckpointError, match=f"made with {name}="):
+        checkpoint.check_state(state, missing, "c.pt")
