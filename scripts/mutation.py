@@ -30,8 +30,8 @@ GUARDS = {
     "cldst/schema.py": ["tests/test_results.py", "tests/test_compaction.py"],
     "cldst/reader.py": ["tests/test_results.py", "tests/test_compaction.py"],
     "cldst/splits.py": ["tests/test_splits.py"],
-    "cldst/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_reliability_core.py", "tests/test_continual.py", "-k",
-                            "checkpoint or resume"],
+    "cldst/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_reliability_core.py", "tests/test_continual.py",
+                            "-k", "checkpoint or resume"],
 }
 STATUSES = ("killed", "timeout", "suspicious", "survived", "skipped", "untested")
 
