@@ -31,6 +31,28 @@ def test_round_trip_keeps_schema_and_values(tmp_path):
     assert loaded.runs.num_rows == 0 and loaded.experiments == [tmp_path.name]
 
 
+# DESIGN.md's configuration columns, which every reader of a results folder selects by name
+CONTRACT_CONFIG_COLUMNS = ["benchmark", "net", "num_tasks", "classes_per_task", "sparse_init", "growth", "prune",
+                           "density", "update_frequency", "death_rate", "epochs", "batch_size", "lr", "optimizer",
+                           "seed", "protocol", "val_fraction"]
+
+
+def test_every_configuration_column_round_trips_under_its_name(tmp_path):
+    results.write_part(tmp_path, "tasks", "t1", [task_row("t1", 0, 90.0)])
+    row = results.load(tmp_path).tasks.to_pylist()[0]
+    assert {name: row[name] for name in CONTRACT_CONFIG_COLUMNS} == {name: CONFIG[name]
+                                                                     for name in CONTRACT_CONFIG_COLUMNS}
+
+
+@pytest.mark.parametrize("status", ["ok", "error", "stopped"])
+def test_a_run_ends_ok_error_or_stopped(tmp_path, status):
+    common = results.common_columns(CONFIG, "exp", "t1", "node-a")
+    results.write_part(tmp_path, "runs", "t1", [results.run_row(common, [task_metrics(0, 90.0)], status, None, 1.0)])
+    assert results.load(tmp_path).runs.column("status").to_pylist() == [status]
+    with pytest.raises(ValueError, match=r"^status: 'running' is not one of ok, error, stopped$"):
+        results.run_row(common, [], "running", None, None)
+
+
 def test_upsert_replaces_a_reported_task_instead_of_duplicating(tmp_path):
     results.upsert_task_rows(tmp_path, "t1", [task_row("t1", 0, 90.0)])
     results.upsert_task_rows(tmp_path, "t1", [task_row("t1", 1, 80.0)])
@@ -74,9 +96,10 @@ def test_newer_schema_versions_are_refused_clearly(tmp_path, version):
     table = pq.read_table(path)
     table = table.set_column(0, "schema_version", pa.array([version], pa.int32()))
     pq.write_table(table, path)
-    with pytest.raises(results.ResultsError, match=rf"part-t1.parquet: schema_version \[{version}\], but this cldst "
-                                                   rf"reads versions 1 to {SCHEMA_VERSION}"):
+    with pytest.raises(results.ResultsError) as err:
         results.load(tmp_path)
+    assert str(err.value) == (f"{path}: schema_version [{version}], but this cldst reads versions 1 to "
+                              f"{SCHEMA_VERSION}; read it with the cldst that wrote it")
 
 
 def test_a_folder_of_experiments_and_a_wrong_folder(tmp_path):
@@ -92,6 +115,13 @@ def test_a_folder_of_experiments_and_a_wrong_folder(tmp_path):
 
 # Version 1 as DESIGN.md lists it (no schema_version, none of cldst 1's extra columns), and as cldst 1 wrote it
 # (schema_version 1 plus config_json, node, fwt_acc / tasks_done): both read, later columns as null.
+V1_COLUMNS = {
+    "tasks": ["experiment", "trial_id", *CONTRACT_CONFIG_COLUMNS[:15], "task", "acc", "avg_acc", "bwt", "task_density",
+              "capacity_used", "reused_fraction", "fired_fraction", "train_seconds", "images_per_second",
+              "created_at"],
+    "runs": ["experiment", "trial_id", *CONTRACT_CONFIG_COLUMNS[:15], "status", "error", "acc_matrix", "acc", "bwt",
+             "fwt", "incremental_acc", "total_seconds", "created_at"],
+}
 V1_EXTRAS = {"tasks": ["schema_version", "config_json", "node", "fwt_acc"],
              "runs": ["schema_version", "config_json", "node", "tasks_done"]}
 
@@ -102,7 +132,7 @@ def test_version_1_files_stay_readable(tmp_path, writer):
     rows = {"tasks": [task_row("t1", 0, 90.0), task_row("t1", 1, 80.0)],
             "runs": [results.run_row(common, [task_metrics(0, 90.0), task_metrics(1, 80.0)], "ok", None, 3.0)]}
     for kind, kind_rows in rows.items():
-        columns = results.REQUIRED[kind] + (V1_EXTRAS[kind] if writer == "cldst-1" else [])
+        columns = V1_COLUMNS[kind] + (V1_EXTRAS[kind] if writer == "cldst-1" else [])
         table = pa.Table.from_pylist(kind_rows, schema=results.SCHEMAS[kind]).select(columns)
         if writer == "cldst-1":
             where = table.schema.get_field_index("schema_version")
@@ -122,7 +152,19 @@ def test_a_file_lacking_version_1_columns_says_what_it_found(tmp_path):
     table = pa.Table.from_pylist([task_row("t1", 0, 90.0)], schema=results.TASKS_SCHEMA).drop_columns(["acc"])
     (tmp_path / "tasks").mkdir()
     pq.write_table(table, tmp_path / "tasks" / "part-t1.parquet")
-    with pytest.raises(results.ResultsError, match=r"lacks the tasks columns \['acc'\] \(found"):
+    with pytest.raises(results.ResultsError) as err:
+        results.load(tmp_path)
+    assert str(err.value) == (f"{tmp_path}/tasks/part-t1.parquet: lacks the tasks columns ['acc'] (found "
+                              f"{table.schema.names}); not a cldst tasks file")
+
+
+def test_a_column_of_the_wrong_type_is_named(tmp_path):
+    table = pa.Table.from_pylist([task_row("t1", 0, 90.0)], schema=results.TASKS_SCHEMA)
+    table = table.set_column(table.schema.get_field_index("task"), "task", pa.array(["first"]))
+    (tmp_path / "tasks").mkdir()
+    pq.write_table(table, tmp_path / "tasks" / "part-t1.parquet")
+    with pytest.raises(results.ResultsError, match=rf"^{tmp_path}/tasks/part-t1.parquet: columns of the wrong type "
+                                                   r"\(.+\)$"):
         results.load(tmp_path)
 
 
