@@ -30,8 +30,8 @@ def test_a_state_holds_a_copy_of_the_weights_and_the_masks_as_bits():
 
 def test_save_is_atomic_and_load_reads_it_back(tmp_path, monkeypatch):
     _, state = tiny_state()
-    path = checkpoint.save(state, tmp_path / "deeper" / "c.pt")
-    assert path == tmp_path / "deeper" / "c.pt" and [p.name for p in path.parent.iterdir()] == ["c.pt"]
+    path = checkpoint.save(state, tmp_path / "run" / "deeper" / "c.pt")  # folders made as needed
+    assert path == tmp_path / "run" / "deeper" / "c.pt" and [p.name for p in path.parent.iterdir()] == ["c.pt"]
     loaded = checkpoint.load(path, CONFIG.to_dict())
     assert torch.equal(loaded["model"]["weight"], state["model"]["weight"]) and loaded["next_task"] == 1
 
