@@ -37,6 +37,8 @@ def test_save_is_atomic_and_load_reads_it_back(tmp_path, monkeypatch):
 
     def fails(obj, handle):
         handle.write(b"half a checkpoint")
+        writing = [p.name for p in path.parent.iterdir() if p.name != "c.pt"]
+        assert len(writing) == 1 and writing[0].startswith(".c.pt."), "written under a hidden name of its own"
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.torch, "save", fails)
