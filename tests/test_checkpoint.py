@@ -59,11 +59,13 @@ def test_what_is_not_a_cldst_checkpoint_is_refused(state):
         checkpoint.check_state(state, CONFIG.to_dict(), "c.pt")
 
 
-def test_another_version_is_refused_with_both_versions_named():
+@pytest.mark.parametrize("version", [1, None])
+def test_another_version_is_refused_with_both_versions_named(version):
     _, state = tiny_state()
-    with pytest.raises(checkpoint.CheckpointError, match=rf"^c.pt: checkpoint version 1, this cldst reads version "
-                                                         rf"{checkpoint.VERSION} only "):
-        checkpoint.check_state({**state, "version": 1}, CONFIG.to_dict(), "c.pt")
+    state = {**state, "version": version} if version else {k: v for k, v in state.items() if k != "version"}
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^c.pt: checkpoint version {version}, this cldst reads "
+                                                         rf"version {checkpoint.VERSION} only "):
+        checkpoint.check_state(state, CONFIG.to_dict(), "c.pt")
 
 
 @pytest.mark.parametrize("change", [dict(device="cuda"), dict(precision="fp32"), dict(density=0.5),
