@@ -6,6 +6,7 @@ import pytest
 
 from cldst import results
 from cldst.config import RunConfig
+from cldst.reader import read_part
 from cldst.schema import SCHEMA_VERSION
 
 CONFIG = RunConfig(benchmark="digits").resolve().to_dict()
@@ -85,7 +86,7 @@ def test_stray_truncated_and_foreign_files_are_reported(tmp_path):
     reasons = dict(loaded.skipped)
     assert set(reasons) == {str(tmp_path / "tasks" / n) for n in ("notes.txt", "part-cut.parquet",
                                                                    "part-foreign.parquet")}
-    assert "not a readable Parquet file" in reasons[str(truncated)]
+    assert reasons[str(truncated)].startswith(f"{truncated}: not a readable Parquet file (")
 
 
 @pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, 99])
@@ -100,6 +101,24 @@ def test_newer_schema_versions_are_refused_clearly(tmp_path, version):
         results.load(tmp_path)
     assert str(err.value) == (f"{path}: schema_version [{version}], but this cldst reads versions 1 to "
                               f"{SCHEMA_VERSION}; read it with the cldst that wrote it")
+
+
+def test_a_part_file_outranks_every_compaction_generation(tmp_path):
+    """Generations have six digits: even compact-999999 holds an older row than a trial's part file."""
+    compacted = results.write_part(tmp_path, "tasks", "t1", [task_row("t1", 0, 10.0), task_row("t1", 1, 20.0)])
+    compacted.rename(tmp_path / "tasks" / "compact-999999.parquet")
+    results.write_part(tmp_path, "tasks", "t1", [task_row("t1", 0, 90.0)])
+    assert results.load(tmp_path).tasks.column("avg_acc").to_pylist() == [90.0, 20.0]
+
+
+def test_the_one_file_reader_checks_versions_too(tmp_path):
+    """read_part, the reader a failed scan falls back to: version 1 without the column, newer versions refused."""
+    table = pa.Table.from_pylist([task_row("t1", 0, 90.0)], schema=results.TASKS_SCHEMA)
+    pq.write_table(table.drop_columns(["schema_version"]), tmp_path / "old.parquet")
+    assert read_part(tmp_path / "old.parquet", "tasks").column("schema_version").to_pylist() == [1]
+    pq.write_table(table.set_column(0, "schema_version", pa.array([99], pa.int32())), tmp_path / "new.parquet")
+    with pytest.raises(results.ResultsError, match=r"new.parquet: schema_version \[99\]"):
+        read_part(tmp_path / "new.parquet", "tasks")
 
 
 def test_a_folder_of_experiments_and_a_wrong_folder(tmp_path):
