@@ -112,6 +112,8 @@ def test_update_keeps_counts_and_keeps_optimizer_state(growth, prune):
         assert torch.equal(p[old & new], values[name][old & new]), "kept (and dropped-then-regrown) keep values"
         # Adam's state is never reset: inactive weights kept gathering moments, and keep them when regrown
         assert torch.equal(optimizer.state[p]["exp_avg"], moments[name])
+        # (unfired growth draws among never-fired weights at random: in the head, perhaps only rows of classes not
+        # trained yet, whose gradient and so moments are 0)
         assert torch.any(moments[name][grown] != 0) or growth == "unfired"
 
 
