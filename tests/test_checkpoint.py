@@ -1,6 +1,8 @@
 """Checkpoint states on a tiny model, without training: what a state holds, the atomic save, and which
 configurations may resume it (the engine's resume tests are in test_continual.py)."""
 
+import os
+
 import pytest
 import torch
 
@@ -46,6 +48,20 @@ def test_save_is_atomic_and_load_reads_it_back(tmp_path, monkeypatch):
         checkpoint.save(state, path)
     assert [p.name for p in path.parent.iterdir()] == ["c.pt"], "the old checkpoint stays, no temp file"
     assert checkpoint.load(path, CONFIG.to_dict())["next_task"] == 1
+
+
+class AsksForSystem:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_a_crafted_checkpoint_is_refused_naming_what_it_asks_for(tmp_path):
+    path = tmp_path / "crafted.pt"
+    torch.save({"format": checkpoint.FORMAT, "payload": AsksForSystem()}, path)
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load(path, CONFIG.to_dict())
+    assert str(err.value) == (f"{path}: not a readable cldst checkpoint (it asks for {os.system.__module__}.system, "
+                              f"which a cldst checkpoint never holds; refused without running it)")
 
 
 def test_a_missing_checkpoint_is_named(tmp_path):
