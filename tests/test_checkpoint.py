@@ -2,6 +2,7 @@
 configurations may resume it (the engine's resume tests are in test_continual.py)."""
 
 import os
+import pickle
 
 import pytest
 import torch
@@ -62,6 +63,17 @@ def test_a_crafted_checkpoint_is_refused_naming_what_it_asks_for(tmp_path):
         checkpoint.load(path, CONFIG.to_dict())
     assert str(err.value) == (f"{path}: not a readable cldst checkpoint (it asks for {os.system.__module__}.system, "
                               f"which a cldst checkpoint never holds; refused without running it)")
+
+
+def test_a_refusal_in_other_words_still_reads_as_one(tmp_path, monkeypatch):
+    """torch's wording of a weights_only refusal varies across versions; one that names no global still says why."""
+    def refuses(*args, **kwargs):
+        raise pickle.UnpicklingError("Weights only load failed: unsupported operand")
+
+    monkeypatch.setattr(checkpoint.torch, "load", refuses)
+    with pytest.raises(checkpoint.CheckpointError, match=r"^c.pt: not a readable cldst checkpoint \(it asks for an "
+                                                         r"object that is not a tensor or plain container, "):
+        checkpoint.load("c.pt", CONFIG.to_dict())
 
 
 def test_a_missing_checkpoint_is_named(tmp_path):
