@@ -76,6 +76,14 @@ def test_a_refusal_in_other_words_still_reads_as_one(tmp_path, monkeypatch):
         checkpoint.load("c.pt", CONFIG.to_dict())
 
 
+def test_a_truncated_checkpoint_says_what_reading_it_raised(tmp_path):
+    _, state = tiny_state()
+    path = checkpoint.save(state, tmp_path / "c.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^{path}: not a readable cldst checkpoint \(\w+: .+\)$"):
+        checkpoint.load(path, CONFIG.to_dict())
+
+
 def test_a_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match=rf"^{tmp_path}/none.pt: no such checkpoint$"):
         checkpoint.load(tmp_path / "none.pt", CONFIG.to_dict())
@@ -85,6 +93,8 @@ def test_a_missing_checkpoint_is_named(tmp_path):
 def test_what_is_not_a_cldst_checkpoint_is_refused(state):
     with pytest.raises(checkpoint.CheckpointError, match=r"^c.pt: not a cldst checkpoint$"):
         checkpoint.check_state(state, CONFIG.to_dict(), "c.pt")
+    with pytest.raises(checkpoint.CheckpointError, match=r"^checkpoint: not a cldst checkpoint$"):  # no path given
+        checkpoint.check_state(state, CONFIG.to_dict())
 
 
 @pytest.mark.parametrize("version", [1, None])
