@@ -121,6 +121,17 @@ def test_the_one_file_reader_checks_versions_too(tmp_path):
         read_part(tmp_path / "new.parquet", "tasks")
 
 
+def test_a_newer_version_in_any_row_group_is_refused(tmp_path):
+    """Versions come from every row group's statistics, not the last one's."""
+    table = pa.Table.from_pylist([task_row("t1", 0, 90.0), task_row("t1", 1, 80.0)], schema=results.TASKS_SCHEMA)
+    table = table.set_column(0, "schema_version", pa.array([99, SCHEMA_VERSION], pa.int32()))
+    (tmp_path / "tasks").mkdir()
+    pq.write_table(table, tmp_path / "tasks" / "part-t1.parquet", row_group_size=1)
+    assert pq.ParquetFile(tmp_path / "tasks" / "part-t1.parquet").num_row_groups == 2
+    with pytest.raises(results.ResultsError, match=r"part-t1.parquet: schema_version \[99\]"):
+        results.load(tmp_path)
+
+
 def test_a_folder_of_experiments_and_a_wrong_folder(tmp_path):
     for name in ("a", "b"):
         results.write_part(tmp_path / name, "tasks", "t1", [task_row("t1", 0, 90.0)])
