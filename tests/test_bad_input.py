@@ -18,6 +18,7 @@ import pytest
 import ray
 import torch
 from analysis_fixture import Writer, config
+from read_only import cases_of
 from test_data import _cifar_members, _write_cifar, _write_tar, _WritesMarker
 
 from analysis.report import main as report_main
@@ -214,7 +215,7 @@ TRAIN = {  # argv after `cldst train` (--dataset digits unless given) -> what th
 }
 
 
-@pytest.mark.parametrize("case", list(TRAIN))
+@pytest.mark.parametrize("case", cases_of(TRAIN))
 def test_cldst_train(case, tmp_path, inputs, capsys, monkeypatch):
     argv, named = TRAIN[case]
     dataset = [] if "--dataset" in argv else ["--dataset", "digits"]
@@ -388,7 +389,7 @@ REPORT = {
 }
 
 
-@pytest.mark.parametrize("case", list(REPORT))
+@pytest.mark.parametrize("case", cases_of(REPORT))
 def test_analysis_report(case, tmp_path, inputs, capsys, monkeypatch):
     argv, named = REPORT[case]
     fails_with_one_line(report_main, expand(argv, tmp_path, inputs), named, tmp_path, inputs, capsys, monkeypatch)

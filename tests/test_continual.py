@@ -2,15 +2,17 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from engine_runs import run_with_states, small_config
 
-from cldst import checkpoint, continual
+from cldst import checkpoint, continual, metrics
+from cldst.batches import TaskData
 from cldst.config import GROWTHS
 from cldst.data import load_benchmark
-from cldst.masking import Masking
-from cldst.models import build_model
+from cldst.masking import Masking, pack_bits
+from cldst.models import Net, build_model
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +49,70 @@ def test_isolation_is_exact(bench, growth, optimizer):
         assert torch.equal(earlier["model"]["classifier.bias"][:done], later["model"]["classifier.bias"][:done])
 
 
-def test_without_isolation_earlier_weights_move(bench):
+def test_without_isolation_earlier_weights_move_and_the_recorded_bwt_is_the_formula(bench):
     cfg = small_config(isolate=False)
-    _, states = run_with_states(cfg, bench)
+    results, states = run_with_states(cfg, bench)
     owned = owned_union(states[0])
     moved = any(not torch.equal(states[0]["model"][n][m], states[-1]["model"][n][m]) for n, m in owned.items())
     assert moved
+    # BWT after task t: mean over j < t of R[t][j] - R[j][j], written out here rather than read from metrics
+    expected = [0.0] + [sum(results[t].acc[j] - results[j].acc[j] for j in range(t)) / t for t in (1, 2)]
+    assert [r.bwt for r in results] == pytest.approx(expected)
+    assert results[-1].bwt != 0.0, "without isolation the run forgets: the last BWT cannot be 0"
+
+
+def test_the_engines_sgd_loop_leaves_no_momentum_outside_the_mask(bench, monkeypatch):
+    """After every step of the real training loop, SGD's momentum is 0 wherever the task's mask is off (as the
+    reference), so a weight the next update regrows does not start with momentum it gathered while inactive."""
+    engine_step, outside, inside = continual.train_step, [], []
+
+    def observed_step(model, optimizer, masking, *args):
+        out = engine_step(model, optimizer, masking, *args)
+        for name, p in masking.params.items():
+            buffer = optimizer.state[p]["momentum_buffer"]
+            outside.append(int((buffer[~masking.mask[name]] != 0).sum()))
+            inside.append(int((buffer[masking.mask[name]] != 0).sum()))
+        return out
+
+    monkeypatch.setattr(continual, "train_step", observed_step)
+    run_with_states(small_config(optimizer="sgd", lr=0.05, momentum=0.9, epochs=1), bench)
+    assert sum(inside) > 0 and sum(outside) == 0
+
+
+def one_hot_tasks(num_tasks: int, classes_per_task: int) -> list[TaskData]:
+    """Task t's held-out set: one 1 x C image per class c of the task, 255 at pixel c and 0 elsewhere."""
+    classes = num_tasks * classes_per_task
+    sets = []
+    for t in range(num_tasks):
+        labels = np.arange(t * classes_per_task, (t + 1) * classes_per_task)
+        images = np.zeros((len(labels), 1, classes, 1), np.uint8)  # (N, H, W, C)
+        images[np.arange(len(labels)), 0, labels, 0] = 255
+        sets.append(TaskData(images, labels, torch.device("cpu"), (0.0,), (1.0,)))
+    return sets
+
+
+@pytest.mark.parametrize("eval_head", ["task", "all"])
+def test_forward_transfer_reads_the_current_tasks_subnetwork_and_head(eval_head):
+    """A hand-built 3-task case: a linear head over one-hot images, so logits are a column of the weight.
+    Task 1's subnetwork maps class 4 -> its head's first class and 5 -> its second (FWT on task 2: 100%),
+    while head 2's rows, also inside task 1's mask, map them the other way round (through head 2: 0%)."""
+    cfg = small_config(eval_head=eval_head)
+    model = Net(torch.nn.Flatten(), 6, 6, head_bias=False)
+    weight = torch.zeros(6, 6)  # (class, pixel)
+    for row, pixel, value in [(0, 0, 1.0), (1, 1, 1.0), (2, 2, 1.0), (3, 3, 1.0), (2, 4, 1.0), (3, 5, 1.0),
+                              (5, 4, 0.5), (4, 5, 0.5)]:
+        weight[row, pixel] = value
+    with torch.no_grad():
+        model.classifier.weight.copy_(weight)
+    masking = Masking(model, "uniform", True, 2)
+    task_0, task_1 = torch.zeros(6, 6, dtype=torch.bool), torch.zeros(6, 6, dtype=torch.bool)
+    task_0[:2], task_1[2:] = True, True
+    masking.load_task_masks([{"classifier.weight": pack_bits(m)} for m in (task_0, task_1)])
+    acc, fwt_acc = continual.evaluate_all(cfg, model, masking, one_hot_tasks(3, 2), 1, torch.device("cpu"), True)
+    assert acc == [100.0, 100.0]
+    assert fwt_acc == [100.0]
+    assert metrics.forward_transfer([[], fwt_acc]) == 100.0
+    assert torch.equal(model.classifier.weight, weight), "evaluation leaves the merged weights as it found them"
 
 
 def test_shared_weight_enters_a_later_mask_with_its_real_value():
@@ -79,14 +139,18 @@ def test_shared_weight_enters_a_later_mask_with_its_real_value():
             assert torch.equal(p.detach()[shared], trained[name][shared]), "a shared weight must keep its value"
 
 
-def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(bench, tmp_path):
+def test_resume_after_any_task_equals_an_uninterrupted_run(bench, tmp_path):
+    """After task 1, what the run owns is the union of two tasks' masks: resuming there is the harder case."""
     cfg = small_config(growth="momentum")
     full, states = run_with_states(cfg, bench)
-    path = checkpoint.save(states[0], tmp_path / "after-task-0.pt")
-    resumed, _ = run_with_states(cfg, bench, checkpoint.load(path, cfg.to_dict()))
-    assert [r.acc for r in resumed] == [r.acc for r in full]
-    assert [r.fwt_acc for r in resumed] == [r.fwt_acc for r in full]
-    assert [r.capacity_used for r in resumed] == [r.capacity_used for r in full]
+    for done in range(1, cfg.num_tasks):
+        path = checkpoint.save(states[done - 1], tmp_path / f"after-task-{done - 1}.pt")
+        resumed, resumed_states = run_with_states(cfg, bench, checkpoint.load(path, cfg.to_dict()))
+        assert [r.acc for r in resumed] == [r.acc for r in full], f"resumed after task {done - 1}"
+        assert [r.fwt_acc for r in resumed] == [r.fwt_acc for r in full]
+        assert [r.capacity_used for r in resumed] == [r.capacity_used for r in full]
+        final, expected = resumed_states[-1]["model"], states[-1]["model"]
+        assert all(torch.equal(final[name], expected[name]) for name in expected), f"after task {done - 1}"
 
 
 def test_same_seed_same_results_and_other_seed_differs(bench):

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import pytest
 import ray
 from ray_cluster import FAST_NODE_DEATH, LocalCluster
+from read_only import needs_read_only_proc
 
 from cldst import results
 from cldst.schema import COMPACT_PATTERN, PART_PATTERN
@@ -308,12 +309,15 @@ def blocked(tmp_path):
 
 @pytest.mark.parametrize("main", [full_grid.main, search.main], ids=["full_grid", "search"])
 @pytest.mark.parametrize("where, message", [
-    (lambda tmp, blocker: ["--results", str(blocker / "r")], "--results: {tmp}/a-file/r: cannot be created"),
-    (lambda tmp, blocker: ["--results", str(blocker)], "--results: {tmp}/a-file: exists and is not a directory"),
-    (lambda tmp, blocker: ["--results", "/proc/cldst-results"], "--results: /proc/cldst-results: not writable"),
-    (lambda tmp, blocker: ["--results", str(tmp / "r"), "--storage", str(blocker / "ray")],
-     "--storage: {tmp}/a-file/ray: cannot be created"),
-], ids=["results-under-a-file", "results-is-a-file", "results-in-proc", "storage-under-a-file"])
+    pytest.param(lambda tmp, blocker: ["--results", str(blocker / "r")],
+                 "--results: {tmp}/a-file/r: cannot be created", id="results-under-a-file"),
+    pytest.param(lambda tmp, blocker: ["--results", str(blocker)],
+                 "--results: {tmp}/a-file: exists and is not a directory", id="results-is-a-file"),
+    pytest.param(lambda tmp, blocker: ["--results", "/proc/cldst-results"],
+                 "--results: /proc/cldst-results: not writable", id="results-in-proc", marks=needs_read_only_proc),
+    pytest.param(lambda tmp, blocker: ["--results", str(tmp / "r"), "--storage", str(blocker / "ray")],
+                 "--storage: {tmp}/a-file/ray: cannot be created", id="storage-under-a-file"),
+])
 def test_an_unwritable_results_path_fails_before_ray_starts(main, where, message, tmp_path, blocked, capsys,
                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)

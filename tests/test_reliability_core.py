@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 import torch
+from read_only import needs_read_only_proc
 
 from cldst import checkpoint, results
 from cldst.cli import main
@@ -95,7 +96,7 @@ def test_unwritable_or_full_results_paths_fail_up_front(tmp_path, monkeypatch):
         results.check_writable(tmp_path)
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs a read-only /proc")
+@needs_read_only_proc
 def test_read_only_location_is_refused_even_as_root():
     with pytest.raises(results.ResultsError, match="not writable"):
         results.check_writable("/proc/cldst-results")
@@ -113,20 +114,21 @@ def test_cli_refuses_an_unwritable_out_before_training(tmp_path, capsys):
 
 
 class RunsCode:
+    """Unpickling it runs a shell command that creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, (f"touch {MARKER}",))
-
-
-MARKER = Path("/tmp/cldst-checkpoint-ran-code")
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_code(tmp_path):
-    MARKER.unlink(missing_ok=True)
-    path = tmp_path / "evil.pt"
-    torch.save({"format": checkpoint.FORMAT, "payload": RunsCode()}, path)
+    marker, path = tmp_path / "ran-code", tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "payload": RunsCode(marker)}, path)
     with pytest.raises(checkpoint.CheckpointError, match="not a readable cldst checkpoint"):
         checkpoint.load(path, {})
-    assert not MARKER.exists()
+    assert not marker.exists()
 
 
 def test_a_truncated_checkpoint_is_refused(tmp_path):

@@ -6,6 +6,8 @@ import pytest
 
 from cldst import results
 from cldst.config import RunConfig
+from cldst.reader import read_part
+from cldst.schema import SCHEMA_VERSION
 
 CONFIG = RunConfig(benchmark="digits").resolve().to_dict()
 
@@ -28,6 +30,28 @@ def test_round_trip_keeps_schema_and_values(tmp_path):
     assert loaded.tasks.column("acc").to_pylist() == [[90.0], [80.0, 80.0]]
     assert loaded.tasks.column("growth").to_pylist() == ["random", "random"]
     assert loaded.runs.num_rows == 0 and loaded.experiments == [tmp_path.name]
+
+
+# DESIGN.md's configuration columns, which every reader of a results folder selects by name
+CONTRACT_CONFIG_COLUMNS = ["benchmark", "net", "num_tasks", "classes_per_task", "sparse_init", "growth", "prune",
+                           "density", "update_frequency", "death_rate", "epochs", "batch_size", "lr", "optimizer",
+                           "seed", "protocol", "val_fraction"]
+
+
+def test_every_configuration_column_round_trips_under_its_name(tmp_path):
+    results.write_part(tmp_path, "tasks", "t1", [task_row("t1", 0, 90.0)])
+    row = results.load(tmp_path).tasks.to_pylist()[0]
+    assert {name: row[name] for name in CONTRACT_CONFIG_COLUMNS} == {name: CONFIG[name]
+                                                                     for name in CONTRACT_CONFIG_COLUMNS}
+
+
+@pytest.mark.parametrize("status", ["ok", "error", "stopped"])
+def test_a_run_ends_ok_error_or_stopped(tmp_path, status):
+    common = results.common_columns(CONFIG, "exp", "t1", "node-a")
+    results.write_part(tmp_path, "runs", "t1", [results.run_row(common, [task_metrics(0, 90.0)], status, None, 1.0)])
+    assert results.load(tmp_path).runs.column("status").to_pylist() == [status]
+    with pytest.raises(ValueError, match=r"^status: 'running' is not one of ok, error, stopped$"):
+        results.run_row(common, [], "running", None, None)
 
 
 def test_upsert_replaces_a_reported_task_instead_of_duplicating(tmp_path):
@@ -62,16 +86,49 @@ def test_stray_truncated_and_foreign_files_are_reported(tmp_path):
     reasons = dict(loaded.skipped)
     assert set(reasons) == {str(tmp_path / "tasks" / n) for n in ("notes.txt", "part-cut.parquet",
                                                                    "part-foreign.parquet")}
-    assert "not a readable Parquet file" in reasons[str(truncated)]
+    assert reasons[str(truncated)].startswith(f"{truncated}: not a readable Parquet file (")
 
 
-def test_newer_schema_versions_are_refused_clearly(tmp_path):
+@pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, 99])
+def test_newer_schema_versions_are_refused_clearly(tmp_path, version):
+    """The next version is as unknown as any later one: refused, with the file and its version named."""
     row = task_row("t1", 0, 90.0)
     path = results.write_part(tmp_path, "tasks", "t1", [row])
     table = pq.read_table(path)
-    table = table.set_column(0, "schema_version", pa.array([99], pa.int32()))
+    table = table.set_column(0, "schema_version", pa.array([version], pa.int32()))
     pq.write_table(table, path)
-    with pytest.raises(results.ResultsError, match="schema_version"):
+    with pytest.raises(results.ResultsError) as err:
+        results.load(tmp_path)
+    assert str(err.value) == (f"{path}: schema_version [{version}], but this cldst reads versions 1 to "
+                              f"{SCHEMA_VERSION}; read it with the cldst that wrote it")
+
+
+def test_a_part_file_outranks_every_compaction_generation(tmp_path):
+    """Generations have six digits: even compact-999999 holds an older row than a trial's part file."""
+    compacted = results.write_part(tmp_path, "tasks", "t1", [task_row("t1", 0, 10.0), task_row("t1", 1, 20.0)])
+    compacted.rename(tmp_path / "tasks" / "compact-999999.parquet")
+    results.write_part(tmp_path, "tasks", "t1", [task_row("t1", 0, 90.0)])
+    assert results.load(tmp_path).tasks.column("avg_acc").to_pylist() == [90.0, 20.0]
+
+
+def test_the_one_file_reader_checks_versions_too(tmp_path):
+    """read_part, the reader a failed scan falls back to: version 1 without the column, newer versions refused."""
+    table = pa.Table.from_pylist([task_row("t1", 0, 90.0)], schema=results.TASKS_SCHEMA)
+    pq.write_table(table.drop_columns(["schema_version"]), tmp_path / "old.parquet")
+    assert read_part(tmp_path / "old.parquet", "tasks").column("schema_version").to_pylist() == [1]
+    pq.write_table(table.set_column(0, "schema_version", pa.array([99], pa.int32())), tmp_path / "new.parquet")
+    with pytest.raises(results.ResultsError, match=r"new.parquet: schema_version \[99\]"):
+        read_part(tmp_path / "new.parquet", "tasks")
+
+
+def test_a_newer_version_in_any_row_group_is_refused(tmp_path):
+    """Versions come from every row group's statistics, not the last one's."""
+    table = pa.Table.from_pylist([task_row("t1", 0, 90.0), task_row("t1", 1, 80.0)], schema=results.TASKS_SCHEMA)
+    table = table.set_column(0, "schema_version", pa.array([99, SCHEMA_VERSION], pa.int32()))
+    (tmp_path / "tasks").mkdir()
+    pq.write_table(table, tmp_path / "tasks" / "part-t1.parquet", row_group_size=1)
+    assert pq.ParquetFile(tmp_path / "tasks" / "part-t1.parquet").num_row_groups == 2
+    with pytest.raises(results.ResultsError, match=r"part-t1.parquet: schema_version \[99\]"):
         results.load(tmp_path)
 
 
@@ -88,6 +145,13 @@ def test_a_folder_of_experiments_and_a_wrong_folder(tmp_path):
 
 # Version 1 as DESIGN.md lists it (no schema_version, none of cldst 1's extra columns), and as cldst 1 wrote it
 # (schema_version 1 plus config_json, node, fwt_acc / tasks_done): both read, later columns as null.
+V1_COLUMNS = {
+    "tasks": ["experiment", "trial_id", *CONTRACT_CONFIG_COLUMNS[:15], "task", "acc", "avg_acc", "bwt", "task_density",
+              "capacity_used", "reused_fraction", "fired_fraction", "train_seconds", "images_per_second",
+              "created_at"],
+    "runs": ["experiment", "trial_id", *CONTRACT_CONFIG_COLUMNS[:15], "status", "error", "acc_matrix", "acc", "bwt",
+             "fwt", "incremental_acc", "total_seconds", "created_at"],
+}
 V1_EXTRAS = {"tasks": ["schema_version", "config_json", "node", "fwt_acc"],
              "runs": ["schema_version", "config_json", "node", "tasks_done"]}
 
@@ -98,7 +162,7 @@ def test_version_1_files_stay_readable(tmp_path, writer):
     rows = {"tasks": [task_row("t1", 0, 90.0), task_row("t1", 1, 80.0)],
             "runs": [results.run_row(common, [task_metrics(0, 90.0), task_metrics(1, 80.0)], "ok", None, 3.0)]}
     for kind, kind_rows in rows.items():
-        columns = results.REQUIRED[kind] + (V1_EXTRAS[kind] if writer == "cldst-1" else [])
+        columns = V1_COLUMNS[kind] + (V1_EXTRAS[kind] if writer == "cldst-1" else [])
         table = pa.Table.from_pylist(kind_rows, schema=results.SCHEMAS[kind]).select(columns)
         if writer == "cldst-1":
             where = table.schema.get_field_index("schema_version")
@@ -118,7 +182,19 @@ def test_a_file_lacking_version_1_columns_says_what_it_found(tmp_path):
     table = pa.Table.from_pylist([task_row("t1", 0, 90.0)], schema=results.TASKS_SCHEMA).drop_columns(["acc"])
     (tmp_path / "tasks").mkdir()
     pq.write_table(table, tmp_path / "tasks" / "part-t1.parquet")
-    with pytest.raises(results.ResultsError, match=r"lacks the tasks columns \['acc'\] \(found"):
+    with pytest.raises(results.ResultsError) as err:
+        results.load(tmp_path)
+    assert str(err.value) == (f"{tmp_path}/tasks/part-t1.parquet: lacks the tasks columns ['acc'] (found "
+                              f"{table.schema.names}); not a cldst tasks file")
+
+
+def test_a_column_of_the_wrong_type_is_named(tmp_path):
+    table = pa.Table.from_pylist([task_row("t1", 0, 90.0)], schema=results.TASKS_SCHEMA)
+    table = table.set_column(table.schema.get_field_index("task"), "task", pa.array(["first"]))
+    (tmp_path / "tasks").mkdir()
+    pq.write_table(table, tmp_path / "tasks" / "part-t1.parquet")
+    with pytest.raises(results.ResultsError, match=rf"^{tmp_path}/tasks/part-t1.parquet: columns of the wrong type "
+                                                   r"\(.+\)$"):
         results.load(tmp_path)
 
 
