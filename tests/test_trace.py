@@ -1,13 +1,15 @@
 """The step trace (`cldst train --trace FILE`, cldst/trace.py): its documented fields, and determinism."""
 
 import hashlib
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from cldst import continual, trace
-from cldst.cli import main
+from cldst.cli import build_parser, config_from_args, main
 from cldst.data import load_benchmark
 from cldst.masking import maskable_parameters
 from cldst.models import build_model
@@ -104,3 +106,16 @@ def test_index_digest_is_the_sha1_of_the_ascending_flat_indices():
     expected = hashlib.sha1(np.array([1, 5], dtype=np.int64).tobytes()).hexdigest()[:16]
     assert trace.index_digest(chosen) == expected
     assert trace.checksum(torch.tensor([1.0, -2.0])) == [-1.0, 3.0]
+
+
+def test_the_lockstep_command_in_docs_parses_to_configuration_d():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "parity.md").read_text()
+    block = text.split("<!-- lockstep command -->\n```bash\n", 1)[1].split("```", 1)[0]
+    argv = shlex.split(block.replace("\\\n", " "))
+    assert argv[:2] == [".venv/bin/cldst", "train"]
+    args = build_parser().parse_args(argv[1:])
+    cfg = config_from_args(args)
+    assert args.trace == "D_seed0.jsonl"
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.prune, cfg.growth, cfg.sparse_init, cfg.density) == \
+        ("sgd", 0.05, 0.9, "Taylor_FO", "gradient", "uniform", 0.2)
+    assert (cfg.net, cfg.epochs, cfg.batch_size, cfg.update_frequency, cfg.protocol) == ("resnet18", 3, 64, 10, "paper")
