@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="write Parquet results and the final checkpoint here")
     train.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its task checkpoint")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("--trace", metavar="FILE", help="write a step trace here: one JSON line per optimizer step "
+                       "and per prune-and-regrow update (cldst/trace.py)")
     data = commands.add_parser("data", help="download or check a dataset")
     data.add_argument("action", choices=["download", "check"])
     data.add_argument("name", help="benchmark name")
@@ -166,7 +168,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def train(args: argparse.Namespace) -> None:
-    from cldst import checkpoint, continual, data, metrics, results
+    from cldst import checkpoint, continual, data, metrics, results, trace
     cfg = config_from_args(args)
     continual.select_device(cfg.device)
     bench = data.load_benchmark(cfg.benchmark, args.data_root)
@@ -199,13 +201,20 @@ def train(args: argparse.Namespace) -> None:
             results.upsert_task_rows(out, trial_id, [results.task_row(common, asdict(result))])
             checkpoint.save(state, out / "checkpoint.pt")
 
+    hooks = continual.Hooks(on_epoch_end, on_task_end)
+    step_trace = trace.Trace(args.trace) if args.trace else None
+    if step_trace is not None:
+        hooks.on_step, hooks.on_update = step_trace.step, step_trace.update
     started = time.perf_counter()
     try:
-        task_results = continual.run(cfg, bench, continual.Hooks(on_epoch_end, on_task_end), state)
+        task_results = continual.run(cfg, bench, hooks, state)
     except continual.TrainingError as err:
         if out:
             write_run(out, trial_id, common, done, "error", str(err), time.perf_counter() - started)
         fail(str(err), code=1)
+    finally:
+        if step_trace is not None:
+            step_trace.close()
     summary = metrics.summary([r.acc for r in task_results], [r.fwt_acc for r in task_results])
     matrix = metrics.full_matrix(summary["acc_matrix"], [r.fwt_acc for r in task_results])
     print("accuracy matrix (row i: after task i; above the diagonal: forward transfer):")

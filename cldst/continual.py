@@ -65,6 +65,10 @@ class TaskResult:
 class Hooks:
     on_epoch_end: Callable[[int, int, float, float], None] | None = None  # (task, epoch, loss, train_acc %)
     on_task_end: Callable[[TaskResult, dict], None] | None = None  # (result, checkpoint state)
+    # a step trace (cldst.trace): (task, step, loss, optimizer, masking) after every optimizer step, and
+    # (task, step, death rate, optimizer, masking, {layer: (removed, regrown)}) after every update
+    on_step: Callable[[int, int, torch.Tensor, torch.optim.Optimizer, Masking], None] | None = None
+    on_update: Callable[[int, int, float, torch.optim.Optimizer, Masking, dict], None] | None = None
 
 
 def select_device(name: str) -> torch.device:
@@ -174,8 +178,13 @@ def learn_task(cfg: RunConfig, model: nn.Module, masking: Masking, train: TaskDa
             target = y - head.start
             loss, logits = train_step(model, optimizer, masking, x, target, head, autocast)  # logits: (B, classes)
             step += 1
+            if hooks.on_step is not None:
+                hooks.on_step(task, step, loss, optimizer, masking)
             if step % update_frequency == 0:
-                masking.update(death_rate_at(step, total_steps, death_rate), optimizer, generator)
+                rate, changes = death_rate_at(step, total_steps, death_rate), None if hooks.on_update is None else {}
+                masking.update(rate, optimizer, generator, changes)
+                if hooks.on_update is not None:
+                    hooks.on_update(task, step, rate, optimizer, masking, changes)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum() if all_classes else (logits[:, head].argmax(1) == target).sum()
         scheduler.step()

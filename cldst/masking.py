@@ -256,12 +256,14 @@ class Masking:
 
     # ---- every update_frequency steps -------------------------------------------------------
     @torch.no_grad()
-    def update(self, death_rate: float, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+    def update(self, death_rate: float, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+               record: dict[str, tuple[Tensor, Tensor]] | None = None) -> None:
         """Prune then regrow, per layer: k = ceil(death_rate * active) removed (all active weights at exactly
         0 instead, where they outnumber k: see `prune`), and as many switched on among the weights not kept.
         As in the reference, a weight pruned in this update may be regrown (it keeps its value), so every
         layer keeps its count, and a dense layer stays dense. Newly grown weights start at zero with
-        whatever optimizer state they gathered while inactive."""
+        whatever optimizer state they gathered while inactive. `record`, if given, receives each changed
+        layer's (removed, regrown) boolean masks (for a step trace: cldst.trace)."""
         for name, p in self.params.items():
             mask, state = self.mask[name], optimizer.state.get(p, {})
             k = math.ceil(death_rate * self.counts[name])
@@ -273,6 +275,8 @@ class Masking:
             grow = lowest(-score, ~kept, removed)
             self.mask[name] = kept | grow
             self.fired[name] |= grow
+            if record is not None:
+                record[name] = (drop, grow)
         self._refresh()
 
     @torch.no_grad()
