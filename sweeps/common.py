@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis import race_report
 from cldst.cli import OneLineParser, fail
 from cldst.compaction import compact
 from cldst.config import ConfigError, RunConfig
@@ -290,8 +291,7 @@ def configurations(runs: list[dict]) -> list[list[dict]]:
     groups: dict[str, list[dict]] = {}
     for row in runs:
         saved = json.loads(row["config_json"]) if row["config_json"] else {c: row[c] for c in SUMMARY_COLUMNS}
-        config = {k: v for k, v in saved.items() if k != "seed"}
-        groups.setdefault(json.dumps(config, sort_keys=True), []).append(row)
+        groups.setdefault(race_report.key(saved), []).append(row)
     return list(groups.values())
 
 
