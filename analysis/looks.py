@@ -25,11 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from analysis import claims, race_report, stats
+from analysis import claims, race_report, racing, stats
 from analysis.data import Loaded, accuracy_step
 from analysis.tables import WITHIN_PANEL
-
-REAL = stats.REAL
 
 
 @dataclass(frozen=True)
@@ -59,12 +57,6 @@ class Sequence:
     @property
     def contenders(self) -> list[int]:  # the grid never drops a configuration: every claim averages over them
         return list(range(self.configurations))
-
-
-def levels(looks: list[int]) -> np.ndarray:
-    """Each look's share of alpha, in proportion to its seed count."""
-    seeds = np.asarray(looks, dtype=float)
-    return stats.ALPHA * seeds / seeds.sum()
 
 
 def frame(plan: race_report.Plan, test: np.ndarray, rows: dict[tuple[int, int], list[float]]) -> pd.DataFrame:
@@ -97,7 +89,7 @@ def sequential(runs: pd.DataFrame, ended: np.ndarray, seeds: list[int], looks: l
     taken: list[Look] = []
     decided: set[str] = set()
     names: list[str] = []
-    for n, level in zip(looks, levels(looks), strict=True):
+    for n, level in zip(looks, racing.look_shares(looks), strict=True):
         if n > ended.shape[1] or not ended[:, :n].all():
             break
         verdicts = primary(runs[runs["seed"].isin(seeds[:n])], float(level), min_effect) if len(runs) else {}
@@ -134,30 +126,18 @@ def sections(loaded: Loaded) -> list[str]:
         plan = race_report.Plan.from_sweep(spec)
         mine = loaded.runs[loaded.runs["experiment"] == plan.experiment].to_dict("records")
         found = race_report.outcomes(mine, plan, value="acc")
-        result = sequential(frame(plan, found.val, accuracy_rows(mine, plan)), ~np.isnan(found.val) | found.failed,
-                            plan.seeds, plan.looks, spec["min_effect"])
+        result = sequential(frame(plan, found.val, found.rows), ~np.isnan(found.val) | found.failed, plan.seeds,
+                            plan.looks, spec["min_effect"])
         fixed = len(plan.configurations) * plan.looks[-1]
         lines = [f"## Sequential looks: {plan.experiment}", "",
                  f"{len(plan.configurations)} configurations, looks at {', '.join(map(str, plan.looks))} seeds; each "
                  f"split's primary claims tested on final test ACC at each look's share of alpha {stats.ALPHA:g}; a "
-                 f"claim is decided when `{REAL}` or smaller than {spec['min_effect']:g} points (README, "
+                 f"claim is decided when `{stats.REAL}` or smaller than {spec['min_effect']:g} points (README, "
                  "\"Analysis\"). These verdicts are the ones the sweep stopped on.", ""]
         lines += [f"- {line}" for line in look_lines(result, fixed, len(plan.configurations))] or ["- no look yet"]
         lines += ["", "| claim | verdict |", "|---|---|"]
         lines += [f"| {claim} | {result.verdicts.get(claim, 'open')} |" for claim in result.claims]
         out.append("\n".join(lines))
-    return out
-
-
-def accuracy_rows(rows: list[dict], plan: race_report.Plan) -> dict[tuple[int, int], list[float]]:
-    """Each finished run's final accuracy row (the last row of its matrix), by (configuration, seed) index."""
-    index = {race_report.key(config): c for c, config in enumerate(plan.configurations)}
-    column = {seed: s for s, seed in enumerate(plan.seeds)}
-    out = {}
-    for row in rows:
-        c, s = index.get(race_report.key(json.loads(row["config_json"]))), column.get(row["seed"])
-        if c is not None and s is not None and row["status"] == "ok" and row["acc_matrix"] is not None:
-            out[(c, s)] = list(row["acc_matrix"][-1])
     return out
 
 
@@ -172,7 +152,7 @@ def _verdict(row: pd.Series, level: float, min_effect: float) -> str:
     if row["n_pairs"] < 2:
         return ""
     if row["p_value"] < level:
-        return REAL
+        return stats.REAL
     if row["tie"] or not row["sd"] > 0:
         return ""
     margin = scipy_stats.t.ppf(1 - level, row["n_pairs"] - 1) * row["sd"] / np.sqrt(row["n_pairs"])

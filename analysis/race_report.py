@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis import racing, tables
-from analysis.data import Loaded
+from analysis.data import Loaded, accuracy_step
 
 SWEEP_FILE = "sweep.json"
 LOST_PREFIX = "lost:"  # the error of a runs row written for a trial a driver lost (sweeps.search_state.LOST)
@@ -41,10 +41,17 @@ class Outcomes:
     val: np.ndarray  # (configurations, seeds) final validation ACC; NaN: no result (yet)
     test: np.ndarray  # (configurations, seeds) final test ACC, for reading beside
     failed: np.ndarray  # (configurations, seeds) True: the run ended without a result
+    # (configuration, seed index) -> the run's final accuracy row (%, per task) of the metric `val` holds
+    rows: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
     @property
     def ended(self) -> int:
         return int((~np.isnan(self.val) | self.failed).sum())
+
+    @property
+    def step(self) -> float:
+        """One evaluation image in ACC points, from the final rows (analysis.data.accuracy_step); 0 if unknown."""
+        return accuracy_step([[row] for row in self.rows.values()])
 
 
 def key(config: dict) -> str:
@@ -59,6 +66,8 @@ def outcomes(rows: Iterable[dict], plan: Plan, value: str = "val_acc") -> Outcom
     column = {seed: s for s, seed in enumerate(plan.seeds)}
     shape = (len(plan.configurations), len(plan.seeds))
     val, test, failed = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, dtype=bool)
+    final_rows = {}
+    matrix = f"{value}_matrix"  # val_acc_matrix, acc_matrix: the matrix whose mean last row is `value`
     for row in rows:
         c, s = index.get(key(json.loads(row["config_json"]))), column.get(row["seed"])
         lost = isinstance(row["error"], str) and row["error"].startswith(LOST_PREFIX)
@@ -66,14 +75,16 @@ def outcomes(rows: Iterable[dict], plan: Plan, value: str = "val_acc") -> Outcom
             continue
         if row["status"] == "ok" and pd.notna(row[value]):
             val[c, s], test[c, s], failed[c, s] = row[value], row["acc"], False
+            if row.get(matrix) is not None:
+                final_rows[(c, s)] = list(row[matrix][-1])
         elif row["status"] in ("error", "stopped") and np.isnan(val[c, s]):
             failed[c, s] = True
-    return Outcomes(val, test, failed)
+    return Outcomes(val, test, failed, final_rows)
 
 
 def replay(rows: Iterable[dict], plan: Plan) -> tuple[racing.Race, Outcomes]:
     found = outcomes(rows, plan)
-    return racing.race(found.val, plan.looks, found.failed), found
+    return racing.race(found.val, plan.looks, found.failed, step=found.step), found
 
 
 def names(configurations: list[dict]) -> list[str]:

@@ -3,8 +3,9 @@
 Every configuration in the race runs the same seeds up to the next planned look (`looks`: seed counts,
 increasing). After the look, configurations are compared seed-paired on validation ACC: for every ordered pair
 (i, j) of configurations still in the race, the one-sided paired t-test of "i is better than j" on their per-seed
-differences (`analysis.stats.paired_test`, with its exact sign-flip p where the differences are all equal, as
-accuracy lattices make them). j leaves the race when some configuration still in it beats it at the look's level;
+differences (`analysis.stats.paired_test`, with its exact sign-flip p where the differences spread less than one
+validation image, `step`, as accuracy lattices make them). j leaves the race when some configuration still in it
+beats it at the look's level;
 a configuration whose run failed (after Tune's retries) leaves too, against no one. The race ends when one
 configuration is left (the declared best: every other was beaten by one in the race) or after the last look; the
 configurations still in contention are then ranked by their mean, each with its paired 95% interval against the
@@ -79,28 +80,33 @@ def check_looks(looks: Sequence[int]) -> str | None:
     return None
 
 
-def look_levels(looks: Sequence[int], configurations: int, alpha: float = ALPHA) -> np.ndarray:
-    """The one-sided level of each comparison at each look: alpha split over the looks in proportion to their seed
-    counts, then over the (configurations - 1) comparisons a best configuration can lose (Bonferroni)."""
+def look_shares(looks: Sequence[int], alpha: float = ALPHA) -> np.ndarray:
+    """Each look's share of alpha, in proportion to its seed count (the shares sum to alpha)."""
     seeds = np.asarray(looks, dtype=float)
-    return alpha * seeds / seeds.sum() / max(configurations - 1, 1)
+    return alpha * seeds / seeds.sum()
 
 
-def one_sided_p(differences: ArrayLike) -> np.ndarray:
+def look_levels(looks: Sequence[int], configurations: int, alpha: float = ALPHA) -> np.ndarray:
+    """The one-sided level of each comparison at each look: the look's share of alpha, split over the
+    (configurations - 1) comparisons a best configuration can lose (Bonferroni)."""
+    return look_shares(looks, alpha) / max(configurations - 1, 1)
+
+
+def one_sided_p(differences: ArrayLike, step: float = 0.0) -> np.ndarray:
     """p-value of "the mean difference is above 0" for each row of `differences` (..., n), from the two-sided
     paired test (t, or exact sign-flip where every difference is equal): both are symmetric."""
-    test = stats.paired_test(differences)
+    test = stats.paired_test(differences, step)
     return np.where(test.diff > 0, test.p_value / 2, 1 - test.p_value / 2)
 
 
-def beaten_by(values: np.ndarray, contenders: Sequence[int], level: float) -> dict[int, int]:
+def beaten_by(values: np.ndarray, contenders: Sequence[int], level: float, step: float = 0.0) -> dict[int, int]:
     """Contenders that another contender beats at `level`, each with the one that beats it most surely.
     `values`: (configurations, n) validation ACC, seeds in the same order for every configuration."""
     ids = np.asarray(contenders)
     if len(ids) < 2:
         return {}
     winner, loser = (ids[k] for k in np.nonzero(~np.eye(len(ids), dtype=bool)))  # every ordered pair, (m,)
-    p = one_sided_p(values[winner] - values[loser])  # (m,)
+    p = one_sided_p(values[winner] - values[loser], step)  # (m,)
     out: dict[int, int] = {}
     for k in np.argsort(p, kind="stable"):
         if p[k] <= level and int(loser[k]) not in out:
@@ -108,11 +114,13 @@ def beaten_by(values: np.ndarray, contenders: Sequence[int], level: float) -> di
     return out
 
 
-def race(values: ArrayLike, looks: Sequence[int], failed: ArrayLike | None = None, alpha: float = ALPHA) -> Race:
+def race(values: ArrayLike, looks: Sequence[int], failed: ArrayLike | None = None, alpha: float = ALPHA,
+         step: float = 0.0) -> Race:
     """Replay the race on what has run: `values` (configurations, seeds) validation ACC, NaN where a run has no
-    result (yet); `failed`, the same shape, True where a run ended without one. Looks are taken in order while
-    every configuration in the race has ended all of the look's seeds; the replay is a pure function of the data,
-    so a race rebuilt from its results makes the decisions it made live."""
+    result (yet); `failed`, the same shape, True where a run ended without one; `step`, one validation image in
+    ACC points (race_report.Outcomes.step). Looks are taken in order while every configuration in the race has
+    ended all of the look's seeds; the replay is a pure function of the data, so a race rebuilt from its results
+    makes the decisions it made live."""
     acc = np.asarray(values, dtype=float)  # (C, S)
     broken = np.zeros(acc.shape, dtype=bool) if failed is None else np.asarray(failed, dtype=bool)
     levels = look_levels(looks, len(acc), alpha)
@@ -125,7 +133,7 @@ def race(values: ArrayLike, looks: Sequence[int], failed: ArrayLike | None = Non
             break
         left: dict[int, int | None] = {c: None for c in contenders if broken[c, :n].any()}
         alive = [c for c in contenders if c not in left]
-        left.update(beaten_by(acc[:, :n], alive, level))
+        left.update(beaten_by(acc[:, :n], alive, level, step))
         taken.append(Look(n, float(level), tuple(contenders), left))
         contenders = [c for c in contenders if c not in left]
     seeds = taken[-1].seeds if taken else 0

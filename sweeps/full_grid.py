@@ -118,8 +118,8 @@ def sequential(args: argparse.Namespace) -> int:
     except results.ResultsError:
         rows = []
     found = race_report.outcomes(rows, plan, value="acc")
-    result = looks.sequential(looks.frame(plan, found.val, looks.accuracy_rows(rows, plan)),
-                              ~np.isnan(found.val) | found.failed, seeds, plan.looks, min_effect)
+    result = looks.sequential(looks.frame(plan, found.val, found.rows), ~np.isnan(found.val) | found.failed, seeds,
+                              plan.looks, min_effect)
     print("")
     for line in looks.look_lines(result, fixed_runs, len(configurations)):
         print(line)

@@ -43,7 +43,7 @@ class RaceSearch(Searcher):
         self.labels = race_report.names(plan.configurations)
 
     def state(self) -> racing.Race:
-        return racing.race(self.found.val, self.plan.looks, self.found.failed)
+        return racing.race(self.found.val, self.plan.looks, self.found.failed, step=self.found.step)
 
     def suggest(self, trial_id: str) -> dict | None:
         result = self.state()
@@ -65,6 +65,7 @@ class RaceSearch(Searcher):
         c, s = where
         if result and result.get("tasks_done") == result.get("num_tasks") and result.get(self.metric) is not None:
             self.found.val[c, s], self.found.test[c, s] = result[self.metric], result["avg_acc"]
+            self.found.rows[(c, s)] = list(result[self.value])  # its last task's row: the lattice's step
         else:
             self.found.failed[c, s] = True
         self.say_looks()
@@ -111,18 +112,11 @@ class GridLooksSearch(RaceSearch):
     def __init__(self, plan: race_report.Plan, results_dir: str | Path, min_effect: float) -> None:
         super().__init__(plan, results_dir, metric="avg_acc")
         self.min_effect = min_effect
-        self.acc_rows: dict[tuple[int, int], list[float]] = {}  # each run's final accuracy row: the lattice's step
 
     def state(self) -> looks.Sequence:
         ended = ~np.isnan(self.found.val) | self.found.failed
-        runs = looks.frame(self.plan, self.found.val, self.acc_rows)
+        runs = looks.frame(self.plan, self.found.val, self.found.rows)
         return looks.sequential(runs, ended, self.plan.seeds, self.plan.looks, self.min_effect)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        where = self.running.get(trial_id)
-        if where is not None and result and result.get("acc") is not None:
-            self.acc_rows[where] = list(result["acc"])
-        super().on_trial_complete(trial_id, result, error)
 
     def say_looks(self) -> None:
         result = self.state()
@@ -131,8 +125,3 @@ class GridLooksSearch(RaceSearch):
         for line in lines[self.said:]:
             print(line, flush=True)
         self.said = len(lines)
-
-    def rebuild(self) -> None:
-        super().rebuild()
-        self.acc_rows = looks.accuracy_rows(read_rows(self.results_dir, "runs"), self.plan)
-

@@ -24,6 +24,21 @@ def test_one_sided_p_is_the_t_tests_upper_tail_and_the_exact_sign_flip_where_dif
     assert racing.one_sided_p(np.full(4, -0.5)) == pytest.approx(1 - 1 / 16)
 
 
+def test_two_seeds_agreeing_by_a_lattice_coincidence_are_a_tie_of_counts_not_a_certainty():
+    """Two seeds' validation ACC behind by 34.06 and 34.04 points (an image more or less in a task of another size):
+    the t-test calls that spread of 0.01 near-certain (one-sided p ~ 2e-4), the step of one image makes it a tie,
+    whose sign-flip p of 1/4 removes no configuration at 2 seeds."""
+    values = np.array([[98.57, 97.86], [64.51, 63.82]])  # (configurations, seeds)
+    step = 100 / (5 * 73)
+    assert racing.one_sided_p(values[0] - values[1]) < 1e-3
+    assert racing.one_sided_p(values[0] - values[1], step) == pytest.approx(0.25)
+    assert racing.race(values, [2], step=step).looks[0].left == {}
+    assert racing.race(values, [2]).looks[0].left == {1: 0}
+    found = race_report.Outcomes(values, values, np.zeros((2, 2), dtype=bool),
+                                 {(0, 0): [100 * 70 / 73, 100.0], (1, 0): [100 * 71 / 73, 50.0]})
+    assert found.step == pytest.approx(100 / (2 * 73))
+
+
 def test_alpha_is_split_over_the_looks_by_seeds_and_over_the_comparisons_a_best_can_lose():
     levels = racing.look_levels([2, 4, 8], configurations=5)
     assert levels * 4 == pytest.approx([0.05 * 2 / 14, 0.05 * 4 / 14, 0.05 * 8 / 14])
