@@ -57,7 +57,7 @@ def simulate(mean: np.ndarray, looks: Sequence[int], reps: int, seed: int = 0) -
     rng = np.random.default_rng(seed)
     right = wrong = first = runs = 0
     for _ in range(reps):
-        result = racing.race(draw(rng, mean, looks[-1]), looks)
+        result = racing.race(draw(rng, mean, looks[-1]), looks, step=LATTICE)  # as the live race: ties of counts
         right += result.declared == 0
         wrong += result.declared not in (None, 0)
         first += result.contenders[:1] == (0,)
