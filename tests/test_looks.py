@@ -14,6 +14,7 @@ import pytest
 
 from analysis import looks, race_report, stats
 from analysis.report import main as report_main
+from cldst import results
 
 REPO = Path(__file__).resolve().parents[1]
 INITS, GROWTHS = ("ERK", "uniform"), ("random", "momentum")
@@ -97,8 +98,8 @@ def test_the_grid_stops_when_every_claim_is_decided_and_its_report_agrees(stoppe
     for claim in ("tasks 5, init at density 0.2: ERK - uniform", "tasks 5, growth: momentum - random"):
         assert f"  {claim}: smaller than 50 points" in done.stdout
         assert f"| {claim} | smaller than 50 points |" in section
-    rows = race_report.outcomes(pd.read_parquet(root / "results" / "runs").to_dict("records"),
-                                race_report.Plan.from_sweep(spec), value="acc")
+    rows = race_report.outcomes(results.load(root / "results").runs.to_pylist(), race_report.Plan.from_sweep(spec),
+                                value="acc")
     assert rows.ended == 8 and (~np.isnan(rows.val[:, :2])).all()
 
 
@@ -110,7 +111,7 @@ def test_a_rerun_of_a_stopped_grid_runs_nothing_new(stopped) -> None:
                            timeout=240)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "runs 8 of the fixed design's 12, 4 saved" in again.stdout
-    assert len(pd.read_parquet(root / "results" / "runs")) == 8
+    assert len(results.load(root / "results").runs) == 8
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -236,3 +236,19 @@ def test_pairing_counts_seeds_where_a_seeds_luck_is_shared_across_the_averaged_f
         per_run.append(scipy.stats.ttest_1samp(erk - uniform, 0.0).pvalue)
     assert np.mean(np.array(ours) < stats.ALPHA) <= stats.ALPHA + tolerance(stats.ALPHA, families)
     assert np.mean(np.array(per_run) < stats.ALPHA) > 0.2  # about 4 times the promised 5%
+
+
+def test_the_calibration_decides_a_split_exactly_as_the_report_does() -> None:
+    """The simulation builds its contrasts with numpy for speed; on one simulated split they must give the claims,
+    p-values and verdicts of analysis/claims.py on the same runs as a table (the report's path)."""
+    acc = calibration.simulate(np.random.default_rng(5), 1, 4, "equal variances", growth=2 * calibration.CELL_SD)
+    inits, growths, densities = ["ERK", "uniform"], ["g0", "g1", "g2", "g3"], [0.05, 0.1, 0.2]
+    runs = pd.DataFrame([{"seed": s, "sparse_init": inits[i], "growth": growths[g], "density": densities[d],
+                          "acc": acc[0, s, i, g, d]}
+                         for s, i, g, d in np.ndindex(acc.shape[1:])])
+    report = claims.decide(claims.split_claims(runs, "acc", 0.0), "split")
+    simulated = stats.paired_test(calibration.contrasts(acc), 0.0).p_value[0]
+    np.testing.assert_allclose(report["p_value"].to_numpy(dtype=float), simulated)
+    assert report["topic"].tolist() == calibration.TOPICS and report["parent"].tolist() == calibration.PARENTS
+    np.testing.assert_array_equal(report["verdict"].eq(stats.REAL).to_numpy(), calibration.real(acc, 0.0)[0])
+
