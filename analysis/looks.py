@@ -38,7 +38,7 @@ class Look:
 
 
 @dataclass(frozen=True)
-class Sequence:
+class SequentialLooks:
     plan: tuple[int, ...]
     looks: list[Look]  # the looks taken
     claims: list[str]  # every primary claim of the last look taken
@@ -82,7 +82,7 @@ def primary(runs: pd.DataFrame, level: float, min_effect: float) -> dict[str, st
 
 
 def sequential(runs: pd.DataFrame, ended: np.ndarray, seeds: list[int], looks: list[int],
-               min_effect: float) -> Sequence:
+               min_effect: float) -> SequentialLooks:
     """Replay the looks on what has run: `ended` (configurations, seeds) True where a run ended (with a result or
     without); a look is taken once every configuration has ended its seeds. A pure function of the data, so the
     sweep and the report make the same decisions."""
@@ -101,10 +101,10 @@ def sequential(runs: pd.DataFrame, ended: np.ndarray, seeds: list[int], looks: l
             break
     done = bool(taken) and ((names and all(c in decided for c in names)) or taken[-1].seeds == looks[-1])
     next_seeds = looks[len(taken)] if not done and len(taken) < len(looks) else (taken[-1].seeds if taken else 0)
-    return Sequence(tuple(looks), taken, names, bool(done), next_seeds, ended.shape[0])
+    return SequentialLooks(tuple(looks), taken, names, bool(done), next_seeds, ended.shape[0])
 
 
-def look_lines(result: Sequence, fixed_runs: int, configurations: int) -> list[str]:
+def look_lines(result: SequentialLooks, fixed_runs: int, configurations: int) -> list[str]:
     """One line per look taken: the claims it decided, those still open, the runs used against the fixed design's."""
     lines = []
     for k, look in enumerate(result.looks, start=1):

@@ -113,7 +113,7 @@ class GridLooksSearch(RaceSearch):
         super().__init__(plan, results_dir, metric="avg_acc")
         self.min_effect = min_effect
 
-    def state(self) -> looks.Sequence:
+    def state(self) -> looks.SequentialLooks:
         ended = ~np.isnan(self.found.val) | self.found.failed
         runs = looks.frame(self.plan, self.found.val, self.found.rows)
         return looks.sequential(runs, ended, self.plan.seeds, self.plan.looks, self.min_effect)

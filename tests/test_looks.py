@@ -34,7 +34,7 @@ def panel(rng: np.random.Generator, seeds: int, init: float, growth: float, nois
     return pd.DataFrame(rows)
 
 
-def run(runs: pd.DataFrame, plan: list[int], min_effect: float) -> looks.Sequence:
+def run(runs: pd.DataFrame, plan: list[int], min_effect: float) -> looks.SequentialLooks:
     ended = np.ones((4, runs["seed"].nunique()), dtype=bool)
     return looks.sequential(runs, ended, list(range(ended.shape[1])), plan, min_effect)
 
