@@ -56,8 +56,8 @@ class Best:
     untold: tuple[str, ...] = ()  # the others not told apart from it (same metric), each with its mean gap to it
     ahead: tuple[str, ...] = ()  # those better than it for real on the seeds both ran (a mean over other seeds)
     compared: int = 0  # how many configurations it was compared with
-    pairs: int = 0  # the tested pairs of the split's configurations: the family its verdicts are corrected in
-    tested: bool = True  # False: one seed, so no comparison was tested
+    pairs: int = 0  # the tested pairs of the split's configurations: the family its verdicts are corrected in; 0:
+    # one seed, so nothing was tested
 
     @property
     def on_validation(self) -> bool:
@@ -284,7 +284,7 @@ def best_configs(runs: pd.DataFrame, table: pd.DataFrame) -> list[Best]:
                               for i, j in itertools.combinations(range(len(values)), 2)])
         untold: tuple[str, ...] = ()
         ahead: tuple[str, ...] = ()
-        tested = bool(len(pairs)) and pairs["p_value"].notna().any()
+        tested = int(pairs["p_value"].notna().sum()) if len(pairs) else 0
         if tested:
             pairs["real"] = stats.holm(pairs["p_value"].to_numpy(dtype=float)) < stats.ALPHA
             mine = pairs[pairs["i"] == 0]  # the chosen one is first in `ranked`
@@ -292,8 +292,7 @@ def best_configs(runs: pd.DataFrame, table: pd.DataFrame) -> list[Best]:
             ahead = tuple(values[j][0] for j in mine.loc[mine["real"] & (mine["diff"] < 0), "j"])
         out.append(Best(title, {k: top[k] for k in keys}, top["acc_mean"], top["acc_std"], int(top["n_ok"]),
                         members.loc[members[metric].idxmax()], top["val_acc_mean"], top["val_acc_std"],
-                        (float(low), float(high)), untold, ahead, len(values) - 1,
-                        int(pairs["p_value"].notna().sum()) if len(pairs) else 0, tested))
+                        (float(low), float(high)), untold, ahead, len(values) - 1, tested))
     return out
 
 

@@ -259,7 +259,7 @@ def _best(bests: list[Best]) -> str:
                       f"- final ACC {tables.mean_std(best.acc_mean, best.acc_std)} over {best.n_ok} run(s){interval}"]
             seed = f"ACC {run['acc']:.2f}"
             metric = "test ACC"
-        if best.compared and not best.tested:
+        if best.compared and not best.pairs:
             chosen.append(f"- compared with the other {best.compared}: not tested (1 seed)")
         elif best.compared:
             untold = ", ".join(best.untold) if best.untold else "none"
