@@ -2,7 +2,8 @@
 only while some primary claim of a split is still open.
 
 At look k (every configuration has run the look's first n_k seeds), each split's primary claims (analysis/claims.py:
-init at each density, each growth pair as a main effect) are tested on final test ACC at the look's share of
+init at each density, each growth pair as a main effect) are tested on final validation ACC (test ACC only where
+the runs hold no validation split, which the sweep and the report then say) at the look's share of
 alpha, alpha n_k / sum(n), split equally over the split's m claims. A claim is **decided** when
 - it is `real`: its paired test rejects "no difference" at level alpha_k / m; or
 - it is **smaller than `min_effect` points**: two one-sided tests reject "|difference| >= min_effect" at the same
@@ -12,7 +13,8 @@ claim at most one of "no difference" and "|difference| >= min_effect" is true, s
 and the claims keeps the chance that any decision is wrong at most alpha: the report's verdicts for such a sweep
 are these, read from the same runs with the same split of alpha.
 
-Stopping on test ACC selects no configuration: it ends a sequential test whose error over the looks is controlled.
+The stop is an early stop, so it reads validation ACC, as every choice in cldst does; the report's Findings on
+test ACC come beside it, from every seed that ran.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from scipy import stats as scipy_stats
 from analysis import claims, race_report, racing, stats
 from analysis.data import Loaded, accuracy_step
 from analysis.tables import WITHIN_PANEL
+
+METRIC_NAMES = {"val_acc": "validation ACC", "acc": "test ACC (the runs held no validation split)"}
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,12 @@ class SequentialLooks:
         return list(range(self.configurations))
 
 
-def frame(plan: race_report.Plan, test: np.ndarray, rows: dict[tuple[int, int], list[float]]) -> pd.DataFrame:
-    """One row per run with a result: its configuration's fields, seed, final test ACC and final accuracy row."""
-    return pd.DataFrame([{**plan.configurations[c], "seed": plan.seeds[s], "acc": test[c, s],
+def frame(plan: race_report.Plan, values: np.ndarray, rows: dict[tuple[int, int], list[float]]) -> pd.DataFrame:
+    """One row per run with a result: its configuration's fields, seed, final ACC of the metric the looks decide on
+    (`values`, in the column "acc" that analysis/claims.py reads) and final accuracy row."""
+    return pd.DataFrame([{**plan.configurations[c], "seed": plan.seeds[s], "acc": values[c, s],
                           "acc_matrix": [rows.get((c, s))] if rows.get((c, s)) is not None else None}
-                         for c, s in zip(*np.nonzero(~np.isnan(test)), strict=True)])
+                         for c, s in zip(*np.nonzero(~np.isnan(values)), strict=True)])
 
 
 def primary(runs: pd.DataFrame, level: float, min_effect: float) -> dict[str, str]:
@@ -125,13 +130,14 @@ def sections(loaded: Loaded) -> list[str]:
             continue
         plan = race_report.Plan.from_sweep(spec)
         mine = loaded.runs[loaded.runs["experiment"] == plan.experiment].to_dict("records")
-        found = race_report.outcomes(mine, plan, value="acc")
+        found = race_report.outcomes(mine, plan, value=spec["metric"])
         result = sequential(frame(plan, found.val, found.rows), ~np.isnan(found.val) | found.failed, plan.seeds,
                             plan.looks, spec["min_effect"])
         fixed = len(plan.configurations) * plan.looks[-1]
         lines = [f"## Sequential looks: {plan.experiment}", "",
                  f"{len(plan.configurations)} configurations, looks at {', '.join(map(str, plan.looks))} seeds; each "
-                 f"split's primary claims tested on final test ACC at each look's share of alpha {stats.ALPHA:g}; a "
+                 f"split's primary claims tested on final {METRIC_NAMES[spec['metric']]} at each look's share of "
+                 f"alpha {stats.ALPHA:g}; a "
                  f"claim is decided when `{stats.REAL}` or smaller than {spec['min_effect']:g} points (README, "
                  "\"Analysis\"). These verdicts are the ones the sweep stopped on.", ""]
         lines += [f"- {line}" for line in look_lines(result, fixed, len(plan.configurations))] or ["- no look yet"]

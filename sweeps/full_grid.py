@@ -10,8 +10,9 @@ Every trial's per-task metrics land in <results>/tasks and one row per trial in 
 unfinished ones continue from their last task checkpoint.
 
 With --looks, the grid runs seeds 0, 1, ... look by look: after each look, each split's primary claims (init at
-each density, each growth pair over the cells) are tested at the look's share of alpha, and the next look's seeds
-run only while some claim is neither real nor smaller than --min-effect points (analysis/looks.py).
+each density, each growth pair over the cells) are tested on final validation ACC (--val-fraction, default 0.1 with
+--looks) at the look's share of alpha, and the next look's seeds run only while some claim is neither real nor
+smaller than --min-effect points (analysis/looks.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cldst.config import RunConfig  # noqa: E402
 from sweeps import common, experiment  # noqa: E402
 
 MIN_EFFECT = 1.0  # --min-effect's default, in ACC points
+LOOKS_VAL_FRACTION = 0.1  # --val-fraction's default with --looks: the looks stop the sweep, so they read validation
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,31 +95,33 @@ def sequential(args: argparse.Namespace) -> int:
     min_effect = MIN_EFFECT if args.min_effect is None else args.min_effect
     if not min_effect > 0:
         common.fail(f"--min-effect: must be above 0 points, got {args.min_effect:g}")
-    fixed = common.fixed_config(args)
+    fixed = common.fixed_config(args, LOOKS_VAL_FRACTION)
     points = grid(fixed, common.axes(args, common.AXES))
     first = common.check_configs([{**point, "seed": 0} for point in points])
+    metric = "val_acc" if first.val_fraction > 0 else "acc"  # the stop is an early stop: on validation data
     configurations = [{k: v for k, v in RunConfig.from_dict({**c, "seed": 0}).resolve().to_dict().items()
                        if k != "seed"} for c in points]
     seeds, fixed_runs = list(range(args.looks[-1])), len(points) * args.looks[-1]
     print(f"{args.preset}: {len(points)} configurations, looks at {' '.join(map(str, args.looks))} seeds; a claim "
-          f"is decided when real or smaller than {min_effect:g} points; at most {fixed_runs} runs (the fixed design)")
+          f"on final {looks.METRIC_NAMES[metric]} is decided when real or smaller than {min_effect:g} points; at most "
+          f"{fixed_runs} runs (the fixed design)")
     if args.dry_run:
         return 0
     exp, bench = experiment.prepare(args, first)
     plan = race_report.Plan(exp.name, configurations, seeds, list(args.looks))
     experiment.claim(exp, {"script": "full_grid", "experiment": exp.name, "configurations": configurations,
-                           "seeds": seeds, "looks": plan.looks, "min_effect": min_effect})
+                           "seeds": seeds, "looks": plan.looks, "min_effect": min_effect, "metric": metric})
     print(f"results -> {exp.results_dir}; Ray state -> {exp.tune_path}", flush=True)
     common.start_ray(args)
     from sweeps.race_state import GridLooksSearch
 
-    common.run(args, exp, bench, {}, search_alg=GridLooksSearch(plan, exp.results_dir, min_effect),
+    common.run(args, exp, bench, {}, search_alg=GridLooksSearch(plan, exp.results_dir, min_effect, metric),
                num_samples=fixed_runs)
     try:
         rows = results.load(exp.results_dir, on_bad="skip").runs.to_pylist()
     except results.ResultsError:
         rows = []
-    found = race_report.outcomes(rows, plan, value="acc")
+    found = race_report.outcomes(rows, plan, value=metric)
     result = looks.sequential(looks.frame(plan, found.val, found.rows), ~np.isnan(found.val) | found.failed, seeds,
                               plan.looks, min_effect)
     print("")

@@ -107,10 +107,11 @@ class RaceSearch(Searcher):
 
 class GridLooksSearch(RaceSearch):
     """Proposes the grid's runs look by look (analysis/looks.py): every configuration runs the next look's seeds
-    while some primary claim is open. Decides on final test ACC; its state is the Parquet, as the race's."""
+    while some primary claim is open. Decides on final validation ACC (`metric` "val_acc"; "acc" where the runs
+    hold no validation split); its state is the Parquet, as the race's."""
 
-    def __init__(self, plan: race_report.Plan, results_dir: str | Path, min_effect: float) -> None:
-        super().__init__(plan, results_dir, metric="avg_acc")
+    def __init__(self, plan: race_report.Plan, results_dir: str | Path, min_effect: float, metric: str) -> None:
+        super().__init__(plan, results_dir, metric=METRIC if metric == "val_acc" else "avg_acc")
         self.min_effect = min_effect
 
     def state(self) -> looks.SequentialLooks:

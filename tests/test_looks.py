@@ -91,7 +91,7 @@ def test_the_grid_stops_when_every_claim_is_decided_and_its_report_agrees(stoppe
     assert "look 1/2 at 2 seeds" in done.stdout and "look 2/2" not in done.stdout
     assert "runs 8 of the fixed design's 12, 4 saved" in done.stdout
     spec = json.loads((root / "results" / "sweep.json").read_text())
-    assert (spec["looks"], spec["min_effect"], spec["seeds"]) == ([2, 3], 50.0, [0, 1, 2])
+    assert (spec["looks"], spec["min_effect"], spec["seeds"], spec["metric"]) == ([2, 3], 50.0, [0, 1, 2], "val_acc")
     assert report_main([str(root / "results"), "--out", str(root / "report")]) == 0
     text = (root / "report" / "report.md").read_text()
     section = text.split("## Sequential looks: looks")[1]
