@@ -97,7 +97,7 @@ def names(configurations: list[dict]) -> list[str]:
 def final_rows(result: racing.Race, found: Outcomes, labels: list[str]) -> pd.DataFrame:
     """The configurations in contention, best mean validation ACC first, with the paired 95% interval of how far
     each is behind the leader, and the mean test ACC beside."""
-    rows = racing.standings(found.val, result)
+    rows = racing.standings(found.val, result, found.step)
     frame = pd.DataFrame([{
         "configuration": labels[r["configuration"]], "seeds": r["n"], "val ACC": round(r["mean"], 2),
         "behind the leader": round(r["behind"], 2), "95% interval": "–" if np.isnan(r["ci_low"]) else

@@ -142,9 +142,9 @@ def race(values: ArrayLike, looks: Sequence[int], failed: ArrayLike | None = Non
     return Race(tuple(looks), taken, ranked, ranked[0] if len(ranked) == 1 and taken else None)
 
 
-def standings(values: ArrayLike, result: Race) -> list[dict]:
+def standings(values: ArrayLike, result: Race, step: float = 0.0) -> list[dict]:
     """The configurations in contention, best mean first: n, mean, and the paired difference to the leader with
-    its 95% t-interval (the leader's own row: NaN)."""
+    its 95% t-interval (the leader's own row, and a tie of counts below `step`: NaN)."""
     acc = np.asarray(values, dtype=float)
     n = result.looks[-1].seeds if result.looks else 0
     if not result.contenders or n == 0:
@@ -152,7 +152,7 @@ def standings(values: ArrayLike, result: Race) -> list[dict]:
     leader = acc[result.contenders[0], :n]
     rows = []
     for c in result.contenders:
-        test = stats.paired_test(leader - acc[c, :n])
+        test = stats.paired_test(leader - acc[c, :n], step)
         lead = c == result.contenders[0]
         rows.append({"configuration": c, "n": n, "mean": float(acc[c, :n].mean()),
                      "behind": np.nan if lead else float(test.diff), "ci_low": np.nan if lead else float(test.ci_low),
