@@ -6,14 +6,15 @@ A simulated split is the paper grid's: 2 inits x 4 growth criteria x 3 densities
 the same seeds. A run's final ACC is its configuration's true mean + its seed's offset (sd 3, shared by every
 configuration of that seed, as model init and class order are) + the run's own noise (sd 1 unless the noise
 model says otherwise). The split's family is decided exactly as the report decides it: the claims of
-analysis/claims.py (3 init claims, 6 growth main effects, 36 growth cells), the report's per-claim paired test
-(analysis/stats.py) and the report's graph. The best configuration's set is the report's too: every pair of
-the 24 configurations, Holm over all 276, read off for the one with the highest mean.
+analysis/claims.py (the init main effect and its 3 density cells, 6 growth main effects and their 36 cells), the
+report's per-claim paired test (analysis/stats.py) and the report's graph. The best configuration's set is the
+report's too: every pair of the 24 configurations, Holm over all 276, read off for the one with the highest mean.
 
-Effects are in units of "sd": the std of the claim's per-seed paired difference under equal variances (a cell:
-sqrt(2) points; an init claim, averaged over 4 criteria: sqrt(2) / 2 points). A growth effect puts criterion 0
-ahead of the three others in every cell, and is found when its main effect against criterion 1 is `real`; an
-init effect puts ERK ahead at the first density.
+Effects are in units of "sd": the std of a cell's per-seed paired difference under equal variances (a growth
+cell: sqrt(2) points; an init cell, ERK - uniform at one density averaged over 4 criteria: sqrt(2) / 2 points). A
+growth effect puts criterion 0 ahead of the three others in every cell, and is found when its main effect against
+criterion 1 is `real`; an init effect puts ERK ahead at every density, and is found when the init main effect is
+`real`. An init effect at the first density only is found when that density's cell is.
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ NOISES = ("equal variances", "sd 3x by density", "shared mask draw", "sd 3x by g
           "lattice 96%", "lattice 99.5%")
 LATTICE = {"lattice 96%": (0.96, 0.02), "lattice 99.5%": (0.995, 0.003)}  # per-task accuracy: mean, sd over seeds
 PAIRS = list(itertools.combinations(range(4), 2))
-TOPICS = [claims.INIT] * 3 + [t for _ in PAIRS for t in [claims.GROWTH] + [claims.CELL] * 6]
-PARENTS = [-1] * 3 + [p for k in range(len(PAIRS)) for p in [-1] + [3 + 7 * k] * 6]
-GROWTH_01, CELL_01 = 3, 4  # rows of the main effect of criteria 0 and 1, and its first cell (ERK, density 0)
+TOPICS = [claims.INIT] + [claims.INIT_CELL] * 3 + [topic for _ in PAIRS
+                                                   for topic in [claims.GROWTH] + [claims.GROWTH_CELL] * 6]
+PARENTS = [-1] + [0] * 3 + [p for k in range(len(PAIRS)) for p in [-1] + [4 + 7 * k] * 6]
+INIT_MAIN, INIT_CELL_0 = 0, 1  # rows of the init main effect and its first cell (density 0)
+GROWTH_01, CELL_01 = 4, 5  # rows of the main effect of criteria 0 and 1, and its first cell (ERK, density 0)
 
 
 def simulate(rng: np.random.Generator, families: int, seeds: int, noise: str, growth: float = 0.0,
-             init: float = 0.0, erk_only: bool = False) -> np.ndarray:
+             init: float = 0.0, erk_only: bool = False, init_densities: int = 3) -> np.ndarray:
     """Final ACC (families, seeds, init, growth, density): criterion 0 ahead by `growth` points in every cell (in
-    ERK's cells only with `erk_only`), ERK ahead by `init` points at the first density."""
+    ERK's cells only with `erk_only`), ERK ahead by `init` points at the first `init_densities` densities."""
     shape = (families, seeds, 2, 4, 3)
     if noise in LATTICE:  # per task, correct images / test images; a seed sets each task's difficulty
         mean, sd = LATTICE[noise]
@@ -59,15 +62,16 @@ def simulate(rng: np.random.Generator, families: int, seeds: int, noise: str, gr
         if noise == "shared mask draw":  # a (seed, init, density) cell's first mask draw, shared by its criteria
             acc += rng.normal(0.0, SIGMA, size=(families, seeds, 2, 1, 3))
     acc[:, :, : 1 if erk_only else 2, 0, :] += growth
-    acc[:, :, 0, :, 0] += init
+    acc[:, :, 0, :, :init_densities] += init
     return acc
 
 
 def contrasts(acc: np.ndarray) -> np.ndarray:
-    """Per-seed contrasts of the split's claims in the report's order (F, 45, seeds): 3 init claims, then for
-    each growth pair its main effect and its 6 cells (ERK then uniform, densities ascending)."""
+    """Per-seed contrasts of the split's claims in the report's order (F, 46, seeds): the init main effect and its
+    3 cells (densities ascending), then for each growth pair its main effect and its 6 cells (ERK then uniform,
+    densities ascending)."""
     init = (acc[:, :, 0] - acc[:, :, 1]).mean(axis=2)  # (F, S, D)
-    rows = [init[:, :, d] for d in range(3)]
+    rows = [init.mean(axis=2)] + [init[:, :, d] for d in range(3)]
     for a, b in PAIRS:
         cell = acc[:, :, :, a] - acc[:, :, :, b]  # (F, S, I, D)
         rows += [cell.mean(axis=(2, 3))] + [cell[:, :, i, d] for i in range(2) for d in range(3)]
@@ -75,7 +79,7 @@ def contrasts(acc: np.ndarray) -> np.ndarray:
 
 
 def real(acc: np.ndarray, step: float) -> np.ndarray:
-    """Which claims of each simulated split the report calls `real` (F, 45)."""
+    """Which claims of each simulated split the report calls `real` (F, 46)."""
     p = stats.paired_test(contrasts(acc), step).p_value
     weights, transitions = claims.split_graph(TOPICS, PARENTS)
     return np.stack([stats.graphical(row, weights, transitions, until=stats.ALPHA) < stats.ALPHA for row in p])
@@ -94,7 +98,7 @@ def behind_the_best(acc: np.ndarray, step: float) -> np.ndarray:
 def pooled_real(acc: np.ndarray) -> np.ndarray:
     """The primary claims called `real` when their variance is pooled (F, 9): one sd over the 9 claims' per-seed
     contrasts, 9 (n - 1) degrees of freedom, Holm over the 9. Measured only, to show why each claim keeps its own."""
-    primary = contrasts(acc)[:, [i for i, topic in enumerate(TOPICS) if topic != claims.CELL]]  # (F, 9, S)
+    primary = contrasts(acc)[:, [i for i, parent in enumerate(PARENTS) if parent < 0]]  # (F, 7, S)
     n = primary.shape[-1]
     df = primary.shape[1] * (n - 1)
     pooled = np.sqrt(((primary - primary.mean(axis=-1, keepdims=True)) ** 2).sum(axis=(1, 2)) / df)  # (F,)
@@ -108,6 +112,7 @@ def alternatives(families: int, seed_counts: list[int]) -> list[str]:
     variance, and taking only spreads below RESOLUTION (not one test image) as ties."""
     lines = ["| noise | seeds | pooled variance: any primary claim real | ties below 0.01 points only: any claim "
              "real |", "|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
     rng = np.random.default_rng(1)
     for noise, seeds in itertools.product(NOISES, seed_counts):
         acc = simulate(rng, families, seeds, noise)
@@ -119,14 +124,14 @@ def alternatives(families: int, seed_counts: list[int]) -> list[str]:
 
 
 def still_null() -> np.ndarray:
-    """The claims (45,) that stay null when criterion 0 moves ahead in ERK's cells only (`erk_only`): all but the
+    """The claims (46,) that stay null when criterion 0 moves ahead in ERK's cells only (`erk_only`): all but the
     init claims (ERK - uniform averaged over growth moves too) and, of each pair with criterion 0, its main effect
     and its 3 ERK cells."""
     null = np.ones(len(TOPICS), dtype=bool)
-    null[:3] = False
+    null[:4] = False
     for k, (a, _b) in enumerate(PAIRS):
         if a == 0:
-            null[3 + 7 * k: 3 + 7 * k + 4] = False
+            null[4 + 7 * k: 4 + 7 * k + 4] = False
     return null
 
 
@@ -142,19 +147,23 @@ def row(rng: np.random.Generator, families: int, seeds: int, noise: str) -> list
     best = behind_the_best(simulate(rng, families, seeds, noise), step).mean()
     cells = [f"{null:.1%}", f"{partial[:, still_null()].any(axis=1).mean():.1%}", f"{best:.1%}"]
     if noise in LATTICE:
-        return cells + ["–"] * 5
+        return cells + ["–"] * 7
     for sd in (1, 2):
         found = real(simulate(rng, families, seeds, noise, growth=sd * CELL_SD), step)
         cells.append(f"{found[:, GROWTH_01].mean():.1%}")
     cells.append(f"{found[:, CELL_01].mean():.1%}")
     for sd in (1, 2):
-        cells.append(f"{real(simulate(rng, families, seeds, noise, init=sd * INIT_SD), step)[:, 0].mean():.1%}")
-    return cells
+        found = real(simulate(rng, families, seeds, noise, init=sd * INIT_SD), step)
+        cells.append(f"{found[:, INIT_MAIN].mean():.1%}")
+    cells.append(f"{found[:, INIT_CELL_0].mean():.1%}")
+    one = real(simulate(rng, families, seeds, noise, init=2 * INIT_SD, init_densities=1), step)
+    return cells + [f"{one[:, INIT_CELL_0].mean():.1%}"]
 
 
 HEADER = ["noise", "seeds", "all null: any claim real", "growth effect in ERK's cells: any true-null claim real",
           "all null: a configuration called behind the best", "growth 1 sd found", "growth 2 sd found",
-          "growth 2 sd: its cell found", "init 1 sd found", "init 2 sd found"]
+          "growth 2 sd: its cell found", "init 1 sd found", "init 2 sd found", "init 2 sd: its density found",
+          "init 2 sd at one density only: its density found"]
 
 
 def table(families: int, noises: list[str], seed_counts: list[int]) -> list[str]:

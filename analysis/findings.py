@@ -1,8 +1,9 @@
 """The paper's questions asked of the data, and the sentences that answer them.
 
-Per benchmark split (a comparison panel), the claims of analysis/claims.py: ERK against uniform at each
-density, each pair of growth criteria as a main effect over the init x density cells both ran, and, gated
-below each main effect, its cells. Each split is one family (analysis/stats.py, `claims.decide`);
+Per benchmark split (a comparison panel), the claims of analysis/claims.py: ERK against uniform as a main
+effect over the growth x density cells both ran, each pair of growth criteria as a main effect over the init x
+density cells both ran, and, gated below each main effect, its cells. Each split is one family
+(analysis/stats.py, `claims.decide`);
 `sentences()` turns the adjusted rows into findings that carry their numbers, and `best_configs()` chooses
 each split's best configuration and says which others cannot be told apart from it. Nothing here knows which
 answer to expect.
@@ -33,7 +34,7 @@ ONE_POINT = 1.0  # the difference the per-split power statement asks about, in A
 @dataclass(frozen=True)
 class Finding:
     panel: str  # title of the comparison panel (the split) the finding is about
-    topic: str  # "init", "growth", "growth cell", "family", "power" or "bwt"
+    topic: str  # "init", "init cell", "growth", "growth cell", "family", "power" or "bwt"
     verdict: str  # stats.REAL / NOT_ESTABLISHED / NOT_TESTED; for bwt "none" / "forgetting"; "" otherwise
     text: str
     winner: str | None = None
@@ -87,12 +88,14 @@ def sentences(rows: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame) -> li
         split_runs = matching(finished, panel.iloc[0][keys])
         if not mine.empty:
             out.append(_family_finding(title, mine))
-        out += [_init_finding(title, row) for _, row in mine[mine["topic"] == claims.INIT].iterrows()]
+        init_cells = mine[mine["topic"] == claims.INIT_CELL]
+        out += [_init_finding(title, row, init_cells[(init_cells["a"] == row["a"]) & (init_cells["b"] == row["b"])])
+                for _, row in mine[mine["topic"] == claims.INIT].iterrows()]
         main = mine[mine["topic"] == claims.GROWTH]
         if not main.empty:
             out.append(_growth_finding(title, main, split_runs.groupby("growth")["acc"].mean()))
-        out += [_cell_finding(title, row) for _, row in mine[(mine["topic"] == claims.CELL)
-                                                            & (mine["verdict"] == stats.REAL)].iterrows()]
+        cells = mine[mine["topic"].isin([claims.INIT_CELL, claims.GROWTH_CELL]) & (mine["verdict"] == stats.REAL)]
+        out += [_cell_finding(title, row) for _, row in cells.iterrows()]
         out += _power_finding(title, mine)
         out += _bwt_finding(title, split_runs["bwt"].dropna())
     return out
@@ -149,27 +152,34 @@ def _family_finding(title: str, rows: pd.DataFrame) -> Finding:
     counts = rows.loc[rows["p_value"].notna(), "topic"].value_counts()
     if counts.empty:
         return Finding(title, "family", "", f"No claim of this split is tested yet: {_untested(rows.iloc[0])}.")
-    parts = [f"{counts.get(claims.INIT, 0)} init claim(s)", f"{counts.get(claims.GROWTH, 0)} growth main effect(s)"]
-    if counts.get(claims.CELL, 0):
-        parts.append(f"{counts[claims.CELL]} growth cell(s), each tested only once its main effect is real")
+    parts = [f"{counts.get(claims.INIT, 0)} init main effect(s)", f"{counts.get(claims.GROWTH, 0)} growth main "
+             "effect(s)"]
+    cells = [f"{counts[topic]} {topic}(s)" for topic in (claims.INIT_CELL, claims.GROWTH_CELL) if counts.get(topic, 0)]
+    if cells:
+        parts.append(f"{' and '.join(cells)}, each tested only once its main effect is real")
     text = (f"This split is one family of {int(rows['family_size'].iloc[0])} tested claims ({', '.join(parts)}); "
             f"its familywise error rate is {stats.ALPHA:g}.")
     return Finding(title, "family", "", text)
 
 
-def _init_finding(title: str, row: pd.Series) -> Finding:
-    where = f"At density {row['density']:g}"
+def _init_finding(title: str, row: pd.Series, cells: pd.DataFrame) -> Finding:
+    """ERK against uniform over the split's cells, with each density's difference beside it."""
+    where = "Over this split's cells"
     if row["n_pairs"] == 0:
-        return Finding(title, claims.INIT, row["verdict"], f"{where}, {row['a']} and {row['b']} initialisation were "
-                       f"never run with the same seed and growth criterion: no comparison.")
+        return Finding(title, claims.INIT, row["verdict"], f"{row['a']} and {row['b']} initialisation were never run "
+                       f"with the same seed, growth criterion and density: no comparison.")
+    per_density = ("; by density: " + ", ".join(f"{c['density']:g} {c['diff']:+.2f}" for _, c in cells.iterrows())
+                   if not cells.empty else "")
     if row["verdict"] == stats.NOT_TESTED:
         return Finding(title, claims.INIT, row["verdict"], f"{where}, {row['a']} against {row['b']} initialisation is "
-                       f"{_untested(row)}: {row['a']} - {row['b']} = {row['diff']:+.2f} points.")
+                       f"{_untested(row)}: {row['a']} - {row['b']} = {row['diff']:+.2f} points{per_density}.")
     if row["verdict"] == stats.REAL:
-        text = f"{where}, {row['a']} initialisation beats {row['b']} by {row['diff']:.2f} points ({evidence(row)})."
+        text = (f"{where}, {row['a']} initialisation beats {row['b']} by {row['diff']:.2f} points ({evidence(row)})"
+                f"{per_density}{_disagreements(row.to_frame().T)}.")
         return Finding(title, claims.INIT, row["verdict"], text, row["a"])
     text = (f"{where}, {row['a']} and {row['b']} initialisation {_open(row)}: {row['a']} - {row['b']} = "
-            f"{row['diff']:+.2f} points ({evidence(row)}){detectable(row)}.")
+            f"{row['diff']:+.2f} points ({evidence(row)}){detectable(row)}{per_density}"
+            f"{_disagreements(row.to_frame().T)}.")
     return Finding(title, claims.INIT, row["verdict"], text)
 
 
@@ -207,21 +217,28 @@ def _growth_finding(title: str, rows: pd.DataFrame, means: pd.Series) -> Finding
 
 
 def _disagreements(rows: pd.DataFrame) -> str:
-    """Where a main effect's cells disagree with it: reversed cells, and cells that differ (Friedman p < ALPHA)."""
+    """Where a main effect's cells may disagree with it: cells whose interval lies on the other side of 0, and
+    cells that differ (Friedman p < ALPHA). Both are unadjusted cautions, not claims: a cell's verdict is its
+    gated test's."""
     notes = []
     for _, row in rows.iterrows():
         if isinstance(row["reversed_cells"], str) and row["reversed_cells"]:
-            notes.append(f"{row['a']} - {row['b']} reverses (its 95% CI on the other side of 0) in "
+            notes.append(f"{row['a']} - {row['b']} has its unadjusted 95% CI on the other side of 0 in "
                          f"{row['reversed_cells']}")
         elif row["heterogeneity_p"] < stats.ALPHA:
-            notes.append(f"{row['a']} - {row['b']} differs between cells (Friedman p = {row['heterogeneity_p']:.3f})")
-    return "; but " + "; ".join(notes) + ": the average hides that" if notes else ""
+            notes.append(f"{row['a']} - {row['b']} differs between cells (unadjusted Friedman p = "
+                         f"{row['heterogeneity_p']:.3f})")
+    return "; but " + "; ".join(notes) + ": the average may hide a reversal" if notes else ""
 
 
 def _cell_finding(title: str, row: pd.Series) -> Finding:
-    text = (f"With {row['sparse_init']} initialisation at density {row['density']:g}, {row['a']} growth beats "
-            f"{row['b']} by {row['diff']:.2f} points ({evidence(row)}).")
-    return Finding(title, claims.CELL, stats.REAL, text, row["a"])
+    if row["topic"] == claims.INIT_CELL:
+        text = (f"At density {row['density']:g}, {row['a']} initialisation beats {row['b']} by {row['diff']:.2f} "
+                f"points ({evidence(row)}).")
+    else:
+        text = (f"With {row['sparse_init']} initialisation at density {row['density']:g}, {row['a']} growth beats "
+                f"{row['b']} by {row['diff']:.2f} points ({evidence(row)}).")
+    return Finding(title, row["topic"], stats.REAL, text, row["a"])
 
 
 def _power_finding(title: str, rows: pd.DataFrame) -> list[Finding]:

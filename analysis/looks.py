@@ -2,7 +2,7 @@
 only while some primary claim of a split is still open.
 
 At look k (every configuration has run the look's first n_k seeds), each split's primary claims (analysis/claims.py:
-init at each density, each growth pair as a main effect) are tested on final validation ACC (test ACC only where
+ERK against uniform and each growth pair, as main effects) are tested on final validation ACC (test ACC only where
 the runs hold no validation split, which the sweep and the report then say) at the look's share of
 alpha, alpha n_k / sum(n), split equally over the split's m claims. A claim is **decided** when
 - it is `real`: its paired test rejects "no difference" at level alpha_k / m; or
@@ -78,7 +78,7 @@ def primary(runs: pd.DataFrame, level: float, min_effect: float) -> dict[str, st
     as_text = runs[split_fields].astype(str)  # a field may hold a list (a per-task schedule): group on its text
     for _key, split in runs.groupby([as_text[field] for field in split_fields], sort=True, dropna=False):
         found = claims.split_claims(split, "acc", accuracy_step(split["acc_matrix"]))
-        found = found[found["topic"] != claims.CELL] if not found.empty else found
+        found = found[found["parent"] < 0] if not found.empty else found
         for _, row in found.iterrows():
             name = _name(row, split.iloc[0], split_fields)
             each = level / len(found)
@@ -150,7 +150,7 @@ def sections(loaded: Loaded) -> list[str]:
 def _name(row: pd.Series, split: pd.Series, fields: list[str]) -> str:
     where = f"tasks {split['num_tasks']}" if "num_tasks" in fields else ""
     pair = " - ".join(sorted((row["a"], row["b"])))
-    what = f"init at density {row['density']:g}: {pair}" if row["topic"] == claims.INIT else f"growth: {pair}"
+    what = f"{row['topic']}: {pair}"
     return f"{where}, {what}" if where else what
 
 

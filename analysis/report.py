@@ -209,13 +209,14 @@ def _findings(found: list[Finding], rows: pd.DataFrame) -> str:
     lines = ["## Findings", "",
              "Every \"beats\" and \"wins\" below is a seed-paired test (README, \"Analysis\"): the paired t-test of "
              "the per-seed differences in final test ACC and its 95% CI, corrected within a family. Each benchmark "
-             "split is one family: ERK against uniform at each density (runs paired on seed and growth criterion, "
-             "averaged within the seed), and each pair of growth criteria as a main effect (paired on seed, init "
-             "and density, averaged within the seed over the cells both ran), each with its own variance; the "
-             "cells of a growth pair are tested only once its main effect is real. The familywise error rate of "
-             f"each family is {stats.ALPHA:g}: `{stats.REAL}` only where the adjusted p < {stats.ALPHA:g}; otherwise "
-             "\"cannot be told apart\", with the difference that would have been found, or \"not tested\" (one "
-             "seed). Adaptive comparisons form a family per adaptive setting. One row per claim: "
+             "split is one family of main effects, each with its own variance: ERK against uniform (runs paired "
+             "on seed, growth criterion and density, averaged within the seed over the cells both ran) and each "
+             "pair of growth criteria (paired on seed, init and density, averaged likewise). A main effect's cells "
+             "(init: each density; growth: each init x density) are tested only once it is real. The familywise "
+             f"error rate of each family is {stats.ALPHA:g}: `{stats.REAL}` only where the adjusted p < "
+             f"{stats.ALPHA:g}; otherwise \"cannot be told apart\" where the 95% CI excludes a 1-point difference, "
+             "\"too few seeds to tell\" with the seeds a difference of the size seen would need, or \"not tested\" "
+             "(one seed). Adaptive comparisons form a family per adaptive setting. One row per claim: "
              "`tables/findings.csv`."]
     panel = None
     for finding in found:

@@ -131,8 +131,10 @@ def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None
     runs, table = grid_summary(results)
     rows = comparisons(runs, table).set_index(["num_tasks", "topic", "density", "sparse_init"])
     per_seed = {  # ERK - uniform, averaged over random and momentum within each seed; momentum - random
-        (5, "init", 0.1, ""): [(10 + 11) / 2, (11 + 11) / 2, (12 + 11) / 2],
-        (5, "init", 0.2, ""): [(2 + 0.5) / 2, (0 - 0.5) / 2],
+        # the init main effect: the growth x density cells averaged within each seed (seed 2 ran 2 of them)
+        (5, "init", np.nan, ""): [(10 + 11 + 2 + 0.5) / 4, (11 + 11 + 0 - 0.5) / 4, (12 + 11) / 2],
+        (5, "init cell", 0.1, ""): [(10 + 11) / 2, (11 + 11) / 2, (12 + 11) / 2],
+        (5, "init cell", 0.2, ""): [(2 + 0.5) / 2, (0 - 0.5) / 2],
         # the main effect: the 4 init x density cells averaged within each seed (seed 2 ran 2 of them)
         (5, "growth", np.nan, ""): [(5 + 1.5 + 4 + 3) / 4, (4 + 0.5 + 4 + 1) / 4, (3 + 4) / 2],
         (5, "growth cell", 0.1, "ERK"): [5.0, 4.0, 3.0],
@@ -145,54 +147,61 @@ def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None
         assert row["p_value"] == pytest.approx(expected.pvalue), key
         low, high = expected.confidence_interval(0.95)
         assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high)), key
-    assert rows.loc[(5, "init", 0.1, ""), "n_run_pairs"] == 6
+    assert rows.loc[(5, "init", np.nan, ""), "n_run_pairs"] == 10
+    assert rows.loc[(5, "init cell", 0.1, ""), "n_run_pairs"] == 6
     assert rows.loc[(5, "growth", np.nan, ""), "n_run_pairs"] == 10
     assert rows.loc[(5, "growth cell", 0.2, "ERK"), "n_unmatched"] == 0  # the running trial is not an ok run
     # momentum - random is 4 on every uniform seed: a tie of counts, so the exact sign-flip p of 3 agreeing signs
     uniform = rows.loc[(5, "growth cell", 0.1, "uniform")]
     assert (uniform["p_value"], uniform["tie"]) == (0.25, True)
-    assert rows.loc[(2, "init", 0.1, ""), "verdict"] == stats.NOT_TESTED  # one seed
-    # each split is its own family: 3 primary claims (weight 1/3 each) and 4 gated cells in 5x2
+    assert rows.loc[(2, "init", np.nan, ""), "verdict"] == stats.NOT_TESTED  # one seed
+    # each split is its own family: 2 primary claims (weight 1/2 each), 2 init cells and 4 growth cells in 5x2
     five = rows.loc[5]
-    assert set(five["family"]) == {PANEL_5X2} and set(five["family_size"]) == {7}
-    primary = five[five.index.get_level_values("topic") != "growth cell"]
-    assert primary["level"].tolist() == pytest.approx([stats.ALPHA / 3] * 3)
-    share = stats.ALPHA / 3 * claims.CELL_SHARE / 4  # a quarter of the main effect's weight, over its 4 cells
+    assert set(five["family"]) == {PANEL_5X2} and set(five["family_size"]) == {8}
+    primary = five[five.index.get_level_values("topic").isin(["init", "growth"])]
+    assert primary["level"].tolist() == pytest.approx([stats.ALPHA / 2] * 2)
+    init_share = stats.ALPHA / 2 * claims.CELL_SHARE["init"] / 2  # all the main effect's weight, over 2 densities
+    assert five.loc["init cell", "level"].tolist() == pytest.approx([init_share] * 2)
+    share = stats.ALPHA / 2 * claims.CELL_SHARE["growth"] / 4  # a quarter of the main effect's weight, over 4 cells
     assert five.loc["growth cell", "level"].tolist() == pytest.approx([share] * 4)
-    assert primary["p_adjusted"].min() == pytest.approx(3 * primary["p_value"].min())
-    main = five.loc[("growth", np.nan, "")]
-    assert (five.loc["growth cell", "p_adjusted"] >= main["p_adjusted"] - 1e-12).all()  # no cell before its gate
-    # the main effect pools the cells' evidence: real, where no cell alone is
+    assert primary["p_adjusted"].min() == pytest.approx(2 * primary["p_value"].min())
+    for topic in ("init", "growth"):  # no cell before its gate
+        main = five.loc[(topic, np.nan, "")]
+        assert (five.loc[f"{topic} cell", "p_adjusted"] >= main["p_adjusted"] - 1e-12).all()
+    # the growth main effect pools the cells' evidence: real, where no cell alone is; the init main effect is not
+    # (density 0.2 shows nothing), so its density 0.1, p 0.0007 alone, stays untested
     real = rows[rows["verdict"] == stats.REAL].reset_index()
     assert [(r.num_tasks, r.topic, None if pd.isna(r.density) else r.density) for r in real.itertuples()] == [
-        (5, "init", 0.1), (5, "growth", None)]
+        (5, "growth", None)]
+    assert rows.loc[(5, "init cell", 0.1, ""), "p_value"] < 0.001
 
 
 def test_findings_follow_the_tests(results: Path) -> None:
     runs, table = grid_summary(results)
     found = sentences(comparisons(runs, table), table, runs)
     assert texts(found, PANEL_5X2, "family") == [
-        "This split is one family of 7 tested claims (2 init claim(s), 1 growth main effect(s), 4 growth cell(s), "
-        "each tested only once its main effect is real); its familywise error rate is 0.05."]
-    init = texts(found, PANEL_5X2, "init")
-    assert init[0] == ("At density 0.1, ERK initialisation beats uniform by 11.00 points (95% CI 9.76 to 12.24, "
-                       "3 seeds (6 run pairs), adjusted p = 0.002).")
-    # too few seeds, said as such: not "no effect"
-    assert init[1].startswith("At density 0.2, ERK and uniform initialisation are not told apart with 2 seeds: ERK - "
-                              "uniform = +0.50 points (95% CI ")
-    assert "; too few seeds to tell: a difference of 0.50 points needs about " in init[1]
-    assert "these seeds would find a difference of about 36.72 points (80% power; spread estimated with 1 degree of " \
-           "freedom)." in init[1]
+        "This split is one family of 8 tested claims (1 init main effect(s), 1 growth main effect(s), 2 init cell(s) "
+        "and 4 growth cell(s), each tested only once its main effect is real); its familywise error rate is 0.05."]
+    # too few seeds, said as such: not "no effect"; each density's difference beside the average
+    assert texts(found, PANEL_5X2, "init") == [
+        "Over this split's cells, ERK and uniform initialisation are not told apart with 3 seeds: ERK - uniform = "
+        "+7.58 points (95% CI -0.87 to 16.03, 3 seeds (10 run pairs), adjusted p = 0.070); too few seeds to tell: a "
+        "difference of 7.58 points needs about 5 seeds at this family's level, and these seeds would find a "
+        "difference of about 15.73 points (80% power; spread estimated with 2 degrees of freedom); by density: 0.1 "
+        "+11.00, 0.2 +0.50."]
+    assert texts(found, PANEL_5X2, "init cell") == []  # gated shut
     assert texts(found, PANEL_5X2, "growth") == [
         "Over this split's cells, momentum growth wins (85.10 mean final ACC): ahead of random by 3.08 points (95% CI "
         "1.55 to 4.62, 3 seeds (10 run pairs), adjusted p = 0.026)."]
     assert texts(found, PANEL_2X5, "family") == ["No claim of this split is tested yet: not tested (1 seed)."]
     assert texts(found, PANEL_2X5, "init") == [
-        "At density 0.1, ERK against uniform initialisation is not tested (1 seed): ERK - uniform = +2.00 points."]
+        "Over this split's cells, ERK against uniform initialisation is not tested (1 seed): ERK - uniform = +2.00 "
+        "points."]
     assert texts(found, PANEL_2X5, "growth") == []  # one growth criterion: nothing to compare
     (power,) = texts(found, PANEL_5X2, "power")
-    assert power.startswith("To find a 1-point difference with 80% power in this family of 7: init claims: about ")
-    assert "growth claims: about 8 seeds (paired spread 0.62 points, estimated from 3 seeds)" in power
+    assert power == ("To find a 1-point difference with 80% power in this family of 8: init claims: about 113 seeds "
+                     "(paired spread 3.40 points, estimated from 3 seeds); growth claims: about 7 seeds (paired spread "
+                     "0.62 points, estimated from 3 seeds).")
     assert texts(found, PANEL_5X2, "bwt") == [
         "Backward transfer ranges from -1.50 to 0.00 points over 20 finished runs; 3 of them lost accuracy on "
         "earlier tasks (BWT < 0), which parameter isolation should prevent."]
@@ -242,8 +251,9 @@ def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
     rows = comparisons(runs, table)
     found = sentences(rows, table, runs)
     init = [f for f in found if f.panel == PANEL_5X2 and f.topic == "init"]
-    assert [(f.winner, f.verdict) for f in init] == [("uniform", stats.REAL), (None, stats.NOT_ESTABLISHED)]
-    assert init[0].text.startswith("At density 0.1, uniform initialisation beats ERK by 11.00 points")
+    assert [(f.winner, f.verdict) for f in init] == [(None, stats.NOT_ESTABLISHED)]
+    assert init[0].text.startswith("Over this split's cells, uniform and ERK initialisation are not told apart with "
+                                   "3 seeds: uniform - ERK = +7.58 points")
     growth = rows[(rows["topic"] == "growth") & (rows["num_tasks"] == 5)]
     assert set(growth["a"]) == {"random"}  # the leader of each pair is named first
     best = {b.panel: b for b in best_configs(runs, table)}[PANEL_5X2]
@@ -264,7 +274,7 @@ def test_report_runs_without_torch_and_writes_everything(results: Path, report_r
     assert "Trials: 31 (27 ok, 2 error, 1 stopped, 1 running)" in text
     assert "| grid | grid_022 | error |" in text and "RuntimeError: boom" in text
     assert "| grid | grid_024 | running |" in text and "2 of 5" in text
-    assert "At density 0.1, ERK initialisation beats uniform by 11.00 points (95% CI 9.76 to 12.24" in text
+    assert "Over this split's cells, ERK and uniform initialisation are not told apart with 3 seeds" in text
     assert "Each benchmark split is one family" in text
     best_5x2 = text.split(f"### {PANEL_5X2}")[-1]  # the last section of that panel is its best configuration
     assert "**chosen on test ACC: these runs held no validation split" in best_5x2
@@ -295,7 +305,7 @@ def test_report_tables_on_disk(results: Path, report_run) -> None:
         "benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency", "topic", "density",
         "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "mde", "verdict"]
     assert list(found.columns[19:25]) == ["panel", "n_run_pairs", "n_unmatched", "sd", "family", "family_size"]
-    assert found["verdict"].value_counts().to_dict() == {"not established": 5, "not tested": 4, "real": 2}
+    assert found["verdict"].value_counts().to_dict() == {"not established": 7, "not tested": 4, "real": 1}
     assert summary_ci(csv) == pytest.approx((90.0 - 12.7062 * 2, 90.0 + 12.7062 * 2), abs=1e-3)
     for slug in ("digits_mlp_5x2_uf10_clean", "digits_mlp_2x5_uf10_clean", "synthetic_mlp_5x2_uf5_clean"):
         assert (folder / f"comparison_{slug}.csv").stat().st_size > 0
@@ -457,17 +467,19 @@ def test_a_folder_with_known_effects_gives_exactly_the_expected_real_verdicts(tm
     assert main([str(tmp_path / "known"), "--out", str(tmp_path / "out")]) == 0
     rows = pd.read_csv(tmp_path / "out" / "tables" / "findings.csv", keep_default_na=False)
     real = {(r.topic, r.density, r.sparse_init, r.a, r.b) for r in rows.itertuples() if r.verdict == "real"}
-    assert real == {("init", "0.1", "", "ERK", "uniform"), ("growth", "", "", "momentum", "random"),
+    assert real == {("init", "", "", "ERK", "uniform"), ("init cell", "0.1", "", "ERK", "uniform"),
+                    ("growth", "", "", "momentum", "random"),
                     ("growth", "", "", "momentum", "gradient")} | {
         ("growth cell", str(density), init, "momentum", other)
         for density in (0.1, 0.2) for init in ("ERK", "uniform") for other in ("random", "gradient")}
-    assert len(rows) == 2 + 3 + 3 * 4 and set(rows["n_pairs"]) == {8}
+    assert len(rows) == 1 + 2 + 3 + 3 * 4 and set(rows["n_pairs"]) == {8}
     # the cells of random - gradient are gated shut: their main effect is not real
     shut = rows[(rows["topic"] == "growth cell") & (rows["a"].isin(["random", "gradient"]))]
     assert len(shut) == 4 and set(shut["verdict"]) == {"not established"} and set(shut["p_adjusted"]) == {1.0}
     text = (tmp_path / "out" / "report.md").read_text()
+    assert "Over this split's cells, ERK initialisation beats uniform by " in text
     assert "At density 0.1, ERK initialisation beats uniform by " in text
-    assert "At density 0.2, ERK and uniform initialisation cannot be told apart: " in text
+    assert "At density 0.2, ERK" not in text  # its cell is not real: only the main sentence's "by density" names it
     for density, init in itertools.product((0.1, 0.2), ("ERK", "uniform")):
         assert f"With {init} initialisation at density {density:g}, momentum growth beats random by " in text
     assert "Over this split's cells, momentum growth wins (" in text

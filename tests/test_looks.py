@@ -42,7 +42,7 @@ def run(runs: pd.DataFrame, plan: list[int], min_effect: float) -> looks.Sequent
 def test_large_effects_are_decided_at_the_first_look_and_the_grid_stops() -> None:
     result = run(panel(np.random.default_rng(0), 8, init=20.0, growth=-15.0), [3, 5, 8], 1.0)
     assert result.finished and len(result.looks) == 1 and result.open == []
-    assert result.verdicts == {"tasks 2, init at density 0.2: ERK - uniform": stats.REAL,
+    assert result.verdicts == {"tasks 2, init: ERK - uniform": stats.REAL,
                                "tasks 2, growth: momentum - random": stats.REAL}
 
 
@@ -56,7 +56,7 @@ def test_an_open_claim_runs_every_look_and_a_decided_one_keeps_its_verdict() -> 
     runs = panel(np.random.default_rng(2), 6, init=25.0, growth=0.8)  # growth near the minimum effect: stays open
     result = run(runs, [3, 6], 1.0)
     assert [look.seeds for look in result.looks] == [3, 6] and result.finished
-    assert result.looks[0].decided == {"tasks 2, init at density 0.2: ERK - uniform": stats.REAL}
+    assert result.looks[0].decided == {"tasks 2, init: ERK - uniform": stats.REAL}
     assert result.open == ["tasks 2, growth: momentum - random"]
     unfinished = looks.sequential(runs, np.ones((4, 6), dtype=bool) & (np.arange(6) < 4), list(range(6)), [3, 6], 1.0)
     assert not unfinished.finished and unfinished.next_seeds == 6 and unfinished.contenders == [0, 1, 2, 3]
@@ -70,7 +70,7 @@ def test_wrong_decisions_over_the_looks_stay_within_alpha() -> None:
     for _ in range(150):
         result = run(panel(rng, 8, init=0.0, growth=1.0, noise=0.7), [3, 5, 8], 1.0)
         verdicts = result.verdicts
-        wrong.append(verdicts.get("tasks 2, init at density 0.2: ERK - uniform") == stats.REAL
+        wrong.append(verdicts.get("tasks 2, init: ERK - uniform") == stats.REAL
                      or verdicts.get("tasks 2, growth: momentum - random", "").startswith("smaller"))
     assert np.mean(wrong) <= stats.ALPHA + 4 * (stats.ALPHA * (1 - stats.ALPHA) / 150) ** 0.5
 
@@ -95,7 +95,7 @@ def test_the_grid_stops_when_every_claim_is_decided_and_its_report_agrees(stoppe
     assert report_main([str(root / "results"), "--out", str(root / "report")]) == 0
     text = (root / "report" / "report.md").read_text()
     section = text.split("## Sequential looks: looks")[1]
-    for claim in ("tasks 5, init at density 0.2: ERK - uniform", "tasks 5, growth: momentum - random"):
+    for claim in ("tasks 5, init: ERK - uniform", "tasks 5, growth: momentum - random"):
         assert f"  {claim}: smaller than 50 points" in done.stdout
         assert f"| {claim} | smaller than 50 points |" in section
     rows = race_report.outcomes(results.load(root / "results").runs.to_pylist(), race_report.Plan.from_sweep(spec),
