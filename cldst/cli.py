@@ -210,7 +210,9 @@ def train(args: argparse.Namespace) -> None:
         task_results = continual.run(cfg, bench, hooks, state)
     except continual.TrainingError as err:
         if out:
-            write_run(out, trial_id, common, done, "error", str(err), time.perf_counter() - started)
+            # the same one line as a sweep's error rows: "<type>: <message>"
+            write_run(out, trial_id, common, done, "error", f"{type(err).__name__}: {err}",
+                      time.perf_counter() - started, error_type=type(err).__name__)
         fail(str(err), code=1)
     finally:
         if step_trace is not None:
@@ -229,7 +231,9 @@ def train(args: argparse.Namespace) -> None:
 
 
 def write_run(out: Path, trial_id: str, common: dict, task_results: list, status: str, error: str | None,
-              seconds: float) -> None:
+              seconds: float, error_type: str | None = None) -> None:
+    """The run's row. An error here is the run's own (the training raised): no infrastructure sits between."""
     from cldst import results
-    row = results.run_row(common, [asdict(r) for r in task_results], status, error, seconds)
+    failure = results.FAILURES[1] if status == "error" else None
+    row = results.run_row(common, [asdict(r) for r in task_results], status, error, seconds, failure, error_type)
     results.write_part(out, "runs", trial_id, [row])

@@ -65,6 +65,19 @@ def test_train_writes_parquet_and_resumes_without_duplicates(tmp_path, capsys):
     assert again.runs.column("acc").to_pylist() == first.runs.column("acc").to_pylist()
 
 
+def test_a_run_that_fails_writes_an_error_row_of_its_own_failure(tmp_path, capsys):
+    """lr 1e30 makes the loss NaN in the first epoch: exit 1, and the runs row says the failure is the run's own."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--dataset", "synthetic", "--num_tasks", "2", "--epochs", "1", "--lr", "1e30", "--optimizer",
+              "sgd", "--momentum", "0", "--out", str(out), "--quiet"])
+    assert exited.value.code == 1
+    (run,) = load(out).runs.to_pylist()
+    assert (run["status"], run["failure"], run["error_type"], run["infra_retries"]) == ("error", "own",
+                                                                                      "TrainingError", 0)
+    assert run["error"] == "TrainingError: loss became nan in task 0, epoch 0"  # as a sweep's error rows say it
+
+
 def test_console_entry_point_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "cldst", "train", "--density", "2"], capture_output=True, text=True)
     assert done.returncode == 2

@@ -203,7 +203,12 @@ def test_a_killed_search_resumes_to_the_same_stopped_trials_and_a_settled_study(
     # Mid-search: 3 trials ended (one at a time), the 4th has learned its first task; rungs hold values, later
     # trials are not judged yet. Not as a trial ends: Tune uploads its state snapshot in the background, and a
     # driver killed before the upload after a trial's last task leaves a state naming the checkpoint that task's
-    # replaced (num_to_keep=1), which no resume can load.
+    # replaced (num_to_keep=1), which no resume can load. So the kill also waits for a snapshot written after
+    # the 4th trial's first task (its checkpoint forces one): the searcher resumes from where the state says.
+    learned = max(path.stat().st_mtime for path in tasks_dir.glob("part-*.parquet"))
+    while driver.poll() is None and time.monotonic() < deadline and not any(
+            path.stat().st_mtime > learned for path in (tmp_path / "ray" / "killed").glob("experiment_state*.json")):
+        time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
     before = len(ended(tmp_path / "killed"))
