@@ -181,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  "splits with known effects (a Markdown table).")
     parser.add_argument("--families", type=int, default=4000, help="simulated splits per cell (default 4000)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 10], help="seed counts (default 3 5 10)")
+    listed = ", ".join(NOISES).replace("%", "%%")  # argparse formats help strings with %
     parser.add_argument("--noise", nargs="+", default=list(NOISES), choices=NOISES, metavar="NOISE",
-                        help=f"noise models (default all): {', '.join(NOISES)}")
+                        help=f"noise models (default all): {listed}")
     parser.add_argument("--alternatives", action="store_true",
                         help="instead, the error rates of pooled variances and of ties below 0.01 points only")
     args = parser.parse_args(argv)

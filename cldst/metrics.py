@@ -1,4 +1,4 @@
-"""Continual-learning metrics from the accuracy matrix (DESIGN.md, "Metrics").
+"""Continual-learning metrics from the accuracy matrix (docs/design.md, "Metrics").
 
 R[i][j] = accuracy (%) on task j's test set after learning task i, for j <= i: rows are
 lower-triangular (row i has i+1 entries). The reference's forward transfer uses the
@@ -70,7 +70,7 @@ def full_matrix(acc_rows: Rows, fwt_rows: Rows | None = None) -> np.ndarray:
 
 
 def summary(acc_rows: Rows, fwt_rows: Rows) -> dict:
-    """The run-level metrics of DESIGN.md from the accuracy rows and forward-transfer rows."""
+    """The run-level metrics of docs/design.md from the accuracy rows and forward-transfer rows."""
     return {
         "acc_matrix": [list(row) for row in acc_rows],
         "acc": final_accuracy(acc_rows),

@@ -1,4 +1,4 @@
-"""Writing Parquet results (DESIGN.md): the rows a trial produces and the atomic writer of its part files.
+"""Writing Parquet results (docs/design.md): the rows a trial produces and the atomic writer of its part files.
 
 A results directory `<root>/<experiment>/` holds `tasks/part-<trial_id>.parquet` (one row per task learned)
 and `runs/part-<trial_id>.parquet` (one row per finished trial); `cldst results compact` merges finished

@@ -1,4 +1,4 @@
-"""The Parquet results contract (DESIGN.md): the schema of each kind, its versions, and the checks every
+"""The Parquet results contract (docs/design.md): the schema of each kind, its versions, and the checks every
 reader applies to a file before it merges its rows. Imports pyarrow only.
 
 A results directory `<root>/<experiment>/` holds, per kind (`tasks`, `runs`):
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-# 1: the columns DESIGN.md lists as version 1 (files that hold exactly those stay readable forever; the
+# 1: the version-1 columns (REQUIRED below) (files that hold exactly those stay readable forever; the
 #    extras below that cldst 1 also wrote, and schema_version itself, read as null when absent).
 # 2: protocol and val_fraction (config); tasks: val_acc, val_avg_acc, parent_trial_id; runs: val_acc,
 #    val_acc_matrix.
@@ -79,7 +79,7 @@ RUNS_SCHEMA = pa.schema(_COMMON + [
 
 SCHEMAS = {"tasks": TASKS_SCHEMA, "runs": RUNS_SCHEMA}
 ROW_STAMPS = ("created_at", "parent_trial_id", "discarded")  # tasks columns the writer sets, not the metrics
-# DESIGN.md's version-1 columns: a file must hold these; any other column it lacks reads as null.
+# The version-1 columns: a file must hold these; any other column it lacks reads as null.
 REQUIRED = {
     "tasks": ["experiment", "trial_id", *CONFIG_COLUMNS[:15], "task", "acc", "avg_acc", "bwt", "task_density",
               "capacity_used", "reused_fraction", "fired_fraction", "train_seconds", "images_per_second",
@@ -109,7 +109,7 @@ def check_versions(path: Path, versions: set) -> None:
 
 def conform(table: pa.Table, kind: str, where: object) -> pa.Table:
     """`table` in this version's schema: columns added after the file's version read as null (a file without
-    `schema_version` is DESIGN.md's version 1, so that column reads as 1)."""
+    `schema_version` is of version 1, so that column reads as 1)."""
     expected = SCHEMAS[kind]
     if "schema_version" not in table.column_names:
         table = table.append_column("schema_version", pa.array([1] * len(table), pa.int32()))

@@ -433,7 +433,7 @@ def test_protocols_never_share_a_mean(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kinds", [("tasks", "runs"), ("runs",)])
 def test_a_design_version_1_folder_gives_a_report(tmp_path: Path, kinds: tuple[str, ...]) -> None:
-    """Files holding exactly DESIGN.md's version-1 columns (no schema_version, config_json, node, tasks_done,
+    """Files holding exactly the version-1 columns (no schema_version, config_json, node, tasks_done,
     protocol or validation columns): the report reads what it uses and leaves the rest out."""
     from cldst import results as cldst_results
 

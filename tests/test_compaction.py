@@ -163,7 +163,7 @@ def test_version_1_parts_compact_and_read_as_version_1(tmp_path: Path) -> None:
     trial(folder, "v1")
     for kind in results.KINDS:
         path = results.part_path(folder, kind, "v1")
-        pq.write_table(pq.read_table(path).select(results.REQUIRED[kind]), path)  # DESIGN.md's version 1
+        pq.write_table(pq.read_table(path).select(results.REQUIRED[kind]), path)  # the version-1 columns
     before = keyed(folder)
     compaction.compact(folder)
     assert keyed(folder) == before

@@ -32,7 +32,7 @@ def test_round_trip_keeps_schema_and_values(tmp_path):
     assert loaded.runs.num_rows == 0 and loaded.experiments == [tmp_path.name]
 
 
-# DESIGN.md's configuration columns, which every reader of a results folder selects by name
+# the configuration columns, which every reader of a results folder selects by name
 CONTRACT_CONFIG_COLUMNS = ["benchmark", "net", "num_tasks", "classes_per_task", "sparse_init", "growth", "prune",
                            "density", "update_frequency", "death_rate", "epochs", "batch_size", "lr", "optimizer",
                            "seed", "protocol", "val_fraction"]
@@ -143,7 +143,7 @@ def test_a_folder_of_experiments_and_a_wrong_folder(tmp_path):
         results.load(tmp_path / "missing")
 
 
-# Version 1 as DESIGN.md lists it (no schema_version, none of cldst 1's extra columns), and as cldst 1 wrote it
+# Version 1 as docs/design.md lists it (no schema_version, none of cldst 1's extra columns), and as cldst 1 wrote it
 # (schema_version 1 plus config_json, node, fwt_acc / tasks_done): both read, later columns as null.
 V1_COLUMNS = {
     "tasks": ["experiment", "trial_id", *CONTRACT_CONFIG_COLUMNS[:15], "task", "acc", "avg_acc", "bwt", "task_density",
