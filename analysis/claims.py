@@ -31,25 +31,31 @@ INIT, GROWTH, INIT_CELL, GROWTH_CELL = "init", "growth", "init cell", "growth ce
 @dataclass(frozen=True)
 class Question:
     """One factor's main effects and their cells: a cell fixes `cell_by`; within a cell, runs of the two levels
-    are matched on the seed and `within`, whose differences are averaged within the seed."""
+    are matched on the seed and `within`, whose differences are averaged within the seed. A real main effect
+    passes `cell_share` of its weight to its cells."""
 
     factor: str
     topic: str
     cell_topic: str
     cell_by: tuple[str, ...]
     within: tuple[str, ...]
+    cell_share: float
 
 
-QUESTIONS = (Question("sparse_init", INIT, INIT_CELL, ("density",), ("growth",)),
-             Question("growth", GROWTH, GROWTH_CELL, ("sparse_init", "density"), ()))
-# Of a real main effect's weight, the share its cells receive (the rest goes to the other primary claims).
-# Measured (4000 simulated splits, equal variances): a growth effect of 2 sd in every cell is found by its main
-# effect at 3 seeds 36.0%, 37.0% and 37.2% of the time at shares 0.5, 0.25 and 0.1, and its cell at 10 seeds
-# 93%, 85% and 67%: 0.25 keeps the primary claims at Holm's power and still finds the cells. The init cells (one
-# per density, the paper's reading) take all of the init main effect's weight: with an ERK effect of 2 sd at
+# The shares, measured (4000 simulated splits, equal variances): a growth effect of 2 sd in every cell is found by
+# its main effect at 3 seeds 36.0%, 37.0% and 37.2% of the time at shares 0.5, 0.25 and 0.1, and its cell at 10
+# seeds 93%, 85% and 67%: 0.25 keeps the primary claims at Holm's power and still finds the cells. The init cells
+# (one per density, the paper's reading) take all of the init main effect's weight: with an ERK effect of 2 sd at
 # every density, its density is found at 5 seeds 7.7%, 14.4% and 26.3% of the time at shares 0.25, 0.5 and 1,
 # and a growth effect beside it 99.95%, 99.9% and 99.8%.
-CELL_SHARE = {INIT: 1.0, GROWTH: 0.25}
+QUESTIONS = (Question("sparse_init", INIT, INIT_CELL, ("density",), ("growth",), 1.0),
+             Question("growth", GROWTH, GROWTH_CELL, ("sparse_init", "density"), (), 0.25))
+# Settings a sweep may cross that the paper compares too: each is a family of its own per split (the runs that
+# differ only in it), its main effects paired on (seed, init, growth, density), its cells each init x growth x
+# density, as growth's are.
+COMPARED = tuple(Question(field, field, f"{field} cell", ("sparse_init", "growth", "density"), (), 0.25)
+                 for field in ("prune", "death_rate", "optimizer"))
+CELL_SHARE = {question.topic: question.cell_share for question in (*QUESTIONS, *COMPARED)}
 # A cell passes this much of its weight back to the other primary claims and the rest to its siblings: once every
 # sibling is rejected the whole weight flows back, where an edge-less last cell would lose it (Bretz et al. 2009's
 # epsilon edges; the cells' own levels change by a factor 1 - 1e-6).
@@ -78,12 +84,13 @@ def split_graph(topics: Sequence[str], parents: Sequence[int]) -> tuple[np.ndarr
     return weights, transitions
 
 
-def split_claims(runs: pd.DataFrame, metric: str, step: float) -> pd.DataFrame:
+def split_claims(runs: pd.DataFrame, metric: str, step: float,
+                 questions: Sequence[Question] = QUESTIONS) -> pd.DataFrame:
     """One split's claims from its finished runs: rows of `stats.compare` with topic, density, sparse_init, a,
     b, parent (the row of a cell's main effect, -1 otherwise), reversed_cells and heterogeneity_p."""
     rows: list[dict] = []
     runs = runs.dropna(subset=["sparse_init", "growth", "density"])  # a setting that varied over tasks: no cell
-    for question in QUESTIONS:
+    for question in questions:
         rows += _main_effects(runs, question, metric, step, first_row=len(rows))
     return pd.DataFrame(rows)
 
@@ -105,7 +112,8 @@ def _main_effects(runs: pd.DataFrame, question: Question, metric: str, step: flo
         main = stats.leader_first(a_name, indexed.loc[indexed[factor] == a_name, metric],
                                   b_name, indexed.loc[indexed[factor] == b_name, metric], step)
         parent = first_row + len(rows)
-        rows.append({"topic": question.topic, "density": np.nan, "sparse_init": "", "parent": -1, **main})
+        rows.append({"topic": question.topic, "density": np.nan, "sparse_init": "", "growth": "", "parent": -1,
+                     **main})
         a, b = (indexed.loc[indexed[factor] == name, metric] for name in (main["a"], main["b"]))
         both = sorted(set(a.index.droplevel([0, *within])) & set(b.index.droplevel([0, *within])))
         if len(both) < 2:  # one cell: the main effect is that cell
@@ -113,8 +121,9 @@ def _main_effects(runs: pd.DataFrame, question: Question, metric: str, step: flo
         for key in both:
             where = dict(zip(cell_by, key if isinstance(key, tuple) else (key,), strict=True))
             rows.append({"topic": question.cell_topic, "density": where["density"],
-                         "sparse_init": where.get("sparse_init", ""), "parent": parent, "a": main["a"],
-                         "b": main["b"], **stats.compare(_cell(a, cell_by, key), _cell(b, cell_by, key), step)})
+                         "sparse_init": where.get("sparse_init", ""), "growth": where.get("growth", ""),
+                         "parent": parent, "a": main["a"], "b": main["b"],
+                         **stats.compare(_cell(a, cell_by, key), _cell(b, cell_by, key), step)})
         rows[parent - first_row].update(_heterogeneity(a - b, cell_by, rows[parent - first_row + 1:], main["diff"]))
     return rows
 
@@ -128,7 +137,7 @@ def _heterogeneity(differences: pd.Series, cell_by: list[str], cells: list[dict]
     """Cells whose unadjusted interval lies wholly on the other side of 0 from the main effect, and Friedman's
     test that the cells' per-seed differences differ (the seeds that ran every cell are its blocks; NaN below 3
     cells or 2 such seeds)."""
-    reversed_cells = ["/".join(str(c[k]) if k == "sparse_init" else f"{c[k]:g}" for k in cell_by) for c in cells
+    reversed_cells = ["/".join(f"{c[k]:g}" if k == "density" else str(c[k]) for k in cell_by) for c in cells
                       if (diff > 0 and c["ci_high"] < 0) or (diff < 0 and c["ci_low"] > 0)]
     per_seed = differences.dropna().groupby(level=["seed", *cell_by]).mean()
     per_cell = per_seed.unstack(level=cell_by).dropna()  # (seeds that ran every cell, cells)

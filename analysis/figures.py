@@ -16,8 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from analysis.best import Best
 from analysis.data import ok_runs
-from analysis.findings import Best
 from analysis.tables import panel_keys, panel_title, panels, table_keys
 
 GROWTH_COLOURS = {"random": "tab:blue", "unfired": "tab:orange", "momentum": "tab:green", "gradient": "tab:red"}

@@ -4,14 +4,12 @@ Per benchmark split (a comparison panel), the claims of analysis/claims.py: ERK 
 effect over the growth x density cells both ran, each pair of growth criteria as a main effect over the init x
 density cells both ran, and, gated below each main effect, its cells. Each split is one family
 (analysis/stats.py, `claims.decide`);
-`sentences()` turns the adjusted rows into findings that carry their numbers, and `best_configs()` chooses
-each split's best configuration and says which others cannot be told apart from it. Nothing here knows which
-answer to expect.
+`sentences()` turns the adjusted rows into findings that carry their numbers. Nothing here knows which answer to
+expect.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -19,16 +17,21 @@ import pandas as pd
 
 from analysis import claims, stats
 from analysis.data import accuracy_step, matching, ok_runs
-from analysis.tables import number, panel_keys, panels, table_keys
+from analysis.tables import number, panel_keys, panel_title, panels, table_keys
 
 # findings.csv: the context of each comparison, then the comparison (README, "Analysis")
 CONTEXT = ["benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency"]
 COLUMNS = [*CONTEXT, "topic", "density", "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high",
            "p_value", "p_adjusted", "mde", "verdict", "panel", "n_run_pairs", "n_unmatched", "sd", "family",
-           "family_size", "level", "seeds_needed", "tie", "reversed_cells", "heterogeneity_p"]
+           "family_size", "level", "seeds_needed", "tie", "reversed_cells", "heterogeneity_p", "growth"]
 # Differences below this print as 0.00: BWT at 0 is the isolation promise.
 TIE = 0.005
 ONE_POINT = 1.0  # the difference the per-split power statement asks about, in ACC points
+# How a factor's levels are named in a sentence: a winner ("momentum growth"), one of them, several of them.
+NAMES = {"growth": ("growth", "growth criterion", "growth criteria"),
+         "prune": ("pruning", "prune criterion", "prune criteria"),
+         "death_rate": ("death rate", "death rate", "death rates"),
+         "optimizer": ("optimizer", "optimizer", "optimizers")}
 
 
 @dataclass(frozen=True)
@@ -40,33 +43,10 @@ class Finding:
     winner: str | None = None
 
 
-@dataclass(frozen=True)
-class Best:
-    """The best configuration of a panel, chosen on mean final validation ACC where the runs held a
-    validation split (else on test ACC, which the report flags), and its best seed's rerun command."""
-
-    panel: str
-    config: dict
-    acc_mean: float  # test ACC: reported beside the choice, never the ground for it when validation exists
-    acc_std: float
-    n_ok: int
-    run: pd.Series  # the best seed of that configuration, by the same metric
-    val_mean: float = float("nan")
-    val_std: float = float("nan")
-    acc_ci: tuple[float, float] = (float("nan"), float("nan"))  # 95% t-interval of the test ACC over seeds
-    untold: tuple[str, ...] = ()  # the others not told apart from it (same metric), each with its mean gap to it
-    ahead: tuple[str, ...] = ()  # those better than it for real on the seeds both ran (a mean over other seeds)
-    compared: int = 0  # how many configurations it was compared with
-    pairs: int = 0  # the tested pairs of the split's configurations: the family its verdicts are corrected in; 0:
-    # one seed, so nothing was tested
-
-    @property
-    def on_validation(self) -> bool:
-        return not pd.isna(self.val_mean)
-
-
 def comparisons(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Every panel's claims (COLUMNS), each panel adjusted as its own family, named by the panel's title."""
+    """Every panel's claims (COLUMNS), each panel adjusted as its own family, named by the panel's title; then,
+    for a compared setting a sweep crossed (claims.COMPARED), a family per split of the runs that differ only in
+    it, named by that split's title and the setting."""
     keys = panel_keys(table_keys(table))
     finished = ok_runs(runs)
     out = []
@@ -75,7 +55,26 @@ def comparisons(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         rows = claims.split_claims(mine, "acc", accuracy_step(mine["acc_matrix"])) if len(mine) else pd.DataFrame()
         if not rows.empty:
             out.append(claims.decide(rows, title).assign(panel=title, **{k: panel.iloc[0][k] for k in CONTEXT}))
+    for question, title, split in compared_splits(finished, keys):
+        rows = claims.split_claims(split, "acc", accuracy_step(split["acc_matrix"]), (question,))
+        if not rows.empty:
+            out.append(claims.decide(rows, title).assign(panel=title, **split.iloc[0][CONTEXT].to_dict()))
     return pd.concat(out, ignore_index=True).reindex(columns=COLUMNS) if out else pd.DataFrame(columns=COLUMNS)
+
+
+def compared_splits(finished: pd.DataFrame, keys: list[str]) -> list[tuple[claims.Question, str, pd.DataFrame]]:
+    """For each compared setting (claims.COMPARED) that is a panel key, the splits of runs that differ only in it
+    and hold two of its levels or more: (its question, the family's title, the split's runs)."""
+    out = []
+    for question in claims.COMPARED:
+        if question.factor not in keys:  # not crossed in these runs
+            continue
+        others = [k for k in keys if k != question.factor]
+        for values, split in finished.groupby(others, dropna=False, sort=True):
+            if split[question.factor].nunique() >= 2:
+                title = f"{panel_title(dict(zip(others, values, strict=True)))} · {question.factor} compared"
+                out.append((question, title, split))
+    return out
 
 
 def sentences(rows: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame) -> list[Finding]:
@@ -98,6 +97,15 @@ def sentences(rows: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame) -> li
         out += [_cell_finding(title, row) for _, row in cells.iterrows()]
         out += _power_finding(title, mine)
         out += _bwt_finding(title, split_runs["bwt"].dropna())
+    for question, title, split in compared_splits(finished, keys):
+        mine = rows[rows["panel"] == title]
+        if mine.empty:
+            continue
+        main = mine[mine["topic"] == question.topic]
+        out += [_family_finding(title, mine),
+                _growth_finding(title, main, split.groupby(question.factor)["acc"].mean(), question.factor)]
+        out += [_cell_finding(title, row) for _, row in mine[(mine["topic"] == question.cell_topic)
+                                                            & (mine["verdict"] == stats.REAL)].iterrows()]
     return out
 
 
@@ -152,9 +160,9 @@ def _family_finding(title: str, rows: pd.DataFrame) -> Finding:
     counts = rows.loc[rows["p_value"].notna(), "topic"].value_counts()
     if counts.empty:
         return Finding(title, "family", "", f"No claim of this split is tested yet: {_untested(rows.iloc[0])}.")
-    parts = [f"{counts.get(claims.INIT, 0)} init main effect(s)", f"{counts.get(claims.GROWTH, 0)} growth main "
-             "effect(s)"]
-    cells = [f"{counts[topic]} {topic}(s)" for topic in (claims.INIT_CELL, claims.GROWTH_CELL) if counts.get(topic, 0)]
+    questions = [q for q in (*claims.QUESTIONS, *claims.COMPARED) if q.topic in set(rows["topic"])]
+    parts = [f"{counts.get(q.topic, 0)} {q.topic} main effect(s)" for q in questions]
+    cells = [f"{counts[q.cell_topic]} {q.cell_topic}(s)" for q in questions if counts.get(q.cell_topic, 0)]
     if cells:
         parts.append(f"{' and '.join(cells)}, each tested only once its main effect is real")
     text = (f"This split is one family of {int(rows['family_size'].iloc[0])} tested claims ({', '.join(parts)}); "
@@ -183,15 +191,16 @@ def _init_finding(title: str, row: pd.Series, cells: pd.DataFrame) -> Finding:
     return Finding(title, claims.INIT, row["verdict"], text)
 
 
-def _growth_finding(title: str, rows: pd.DataFrame, means: pd.Series) -> Finding:
-    """Growth main effects over the split's cells. The leader is the criterion with the highest mean ACC among
-    those no other criterion beats for real (on paired seeds); it wins only when it beats every other for real.
-    Otherwise the finding names the set that cannot be told apart from it, and those behind it for real. A main
-    effect whose cells disagree with it says so."""
+def _growth_finding(title: str, rows: pd.DataFrame, means: pd.Series, factor: str = "growth") -> Finding:
+    """Main effects of growth (or another compared factor) over the split's cells. The leader is the level with
+    the highest mean ACC among those no other level beats for real (on paired seeds); it wins only when it beats
+    every other for real. Otherwise the finding names the set that cannot be told apart from it, and those
+    behind it for real. A main effect whose cells disagree with it says so."""
+    winner, one, several = NAMES[factor]
     means = means[means.index.isin(set(rows["a"]) | set(rows["b"]))]
     if (rows["verdict"] == stats.NOT_TESTED).all():
         ranked = ", ".join(f"{g} {means[g]:.2f}" for g in means.sort_values(ascending=False).index)
-        return Finding(title, claims.GROWTH, stats.NOT_TESTED, f"Growth criteria over this split's cells ({ranked}) "
+        return Finding(title, factor, stats.NOT_TESTED, f"{several.capitalize()} over this split's cells ({ranked}) "
                        f"are {_untested(rows.iloc[0])}.")
     real = rows[rows["verdict"] == stats.REAL]
     undominated = means.drop(index=[g for g in real["b"] if g in means.index])
@@ -199,21 +208,21 @@ def _growth_finding(title: str, rows: pd.DataFrame, means: pd.Series) -> Finding
     against = rows[(rows["a"] == leader) | (rows["b"] == leader)]
     beaten = against[(against["verdict"] == stats.REAL) & (against["a"] == leader)]
     if len(beaten) == len(means) - 1:
-        text = f"Over this split's cells, {leader} growth wins ({number(means[leader])} mean final ACC): " + \
+        text = f"Over this split's cells, {leader} {winner} wins ({number(means[leader])} mean final ACC): " + \
                "; ".join(f"ahead of {row['b']} by {row['diff']:.2f} points ({evidence(row)})"
                          for _, row in beaten.sort_values("diff").iterrows())
-        return Finding(title, claims.GROWTH, stats.REAL, text + _disagreements(rows) + ".", leader)
+        return Finding(title, factor, stats.REAL, text + _disagreements(rows) + ".", leader)
     behind = set(beaten["b"])
     untold = [g for g in means.sort_values(ascending=False).index if g not in behind]
     closest = against[against["verdict"] != stats.REAL].sort_values("p_value", na_position="last").iloc[0]
     ranked = ", ".join(f"{g} {means[g]:.2f}" for g in untold)
-    text = (f"Over this split's cells, no growth criterion wins: {ranked} {_open(closest)} (closest call "
+    text = (f"Over this split's cells, no {one} wins: {ranked} {_open(closest)} (closest call "
             f"{closest['a']} - {closest['b']} = {closest['diff']:+.2f} points, {evidence(closest)}"
             f"{detectable(closest)})")
     if behind:
         text += f"; behind {leader} for real: " + "; ".join(
             f"{row['b']} by {row['diff']:.2f} points ({evidence(row)})" for _, row in beaten.iterrows())
-    return Finding(title, claims.GROWTH, closest["verdict"], text + _disagreements(rows) + ".")
+    return Finding(title, factor, closest["verdict"], text + _disagreements(rows) + ".")
 
 
 def _disagreements(rows: pd.DataFrame) -> str:
@@ -235,9 +244,13 @@ def _cell_finding(title: str, row: pd.Series) -> Finding:
     if row["topic"] == claims.INIT_CELL:
         text = (f"At density {row['density']:g}, {row['a']} initialisation beats {row['b']} by {row['diff']:.2f} "
                 f"points ({evidence(row)}).")
-    else:
+    elif row["topic"] == claims.GROWTH_CELL:
         text = (f"With {row['sparse_init']} initialisation at density {row['density']:g}, {row['a']} growth beats "
                 f"{row['b']} by {row['diff']:.2f} points ({evidence(row)}).")
+    else:  # a compared factor's cell: one init x growth x density
+        factor = row["topic"].removesuffix(" cell")
+        text = (f"With {row['sparse_init']} initialisation and {row['growth']} growth at density {row['density']:g}, "
+                f"{row['a']} {NAMES[factor][0]} beats {row['b']} by {row['diff']:.2f} points ({evidence(row)}).")
     return Finding(title, row["topic"], stats.REAL, text, row["a"])
 
 
@@ -272,46 +285,3 @@ def _bwt_finding(title: str, bwt: pd.Series) -> list[Finding]:
             f"runs; {forgot} of them lost accuracy on earlier tasks (BWT < 0), which parameter isolation should "
             f"prevent.")
     return [Finding(title, "bwt", "forgetting" if forgot else "none", text)]
-
-
-def best_configs(runs: pd.DataFrame, table: pd.DataFrame) -> list[Best]:
-    """Per panel, the configuration with the highest mean final validation ACC, among those that have one;
-    in a panel without any, the highest mean test ACC. More runs, then the lower std, break ties. Beside
-    it: its test ACC's 95% interval, and the configurations that cannot be told apart from it on the same
-    metric. The best is chosen on the data, so its comparisons are read off a family valid after that choice:
-    every pair of the panel's configurations, seed-paired, Holm over all of them."""
-    keys, out = table_keys(table), []
-    finished = ok_runs(runs)
-    for title, _slug, rows in panels(table):
-        on_val = rows["val_acc_mean"].notna().any()  # never choose on test data where validation exists
-        metric = "val_acc" if on_val else "acc"
-        rows = rows[rows[f"{metric}_mean"].notna()]
-        if rows.empty:
-            continue
-        ranked = rows.assign(neg_std=-rows[f"{metric}_std"].fillna(float("inf"))).sort_values(
-            [f"{metric}_mean", "n_ok", "neg_std"], ascending=False)
-        top = ranked.iloc[0]
-        members = matching(finished, top[keys])
-        low, high = stats.t_interval(top["acc_mean"], top["acc_std"], top["n_ok"])
-        configs = [matching(finished, row[keys]) for _, row in ranked.iterrows()]
-        step = accuracy_step(pd.concat(configs)[f"{metric}_matrix" if on_val else "acc_matrix"])
-        values = [(_label(row), config.set_index("seed")[metric])
-                  for (_, row), config in zip(ranked.iterrows(), configs, strict=True)]
-        pairs = pd.DataFrame([{"i": i, "j": j, **stats.compare(values[i][1], values[j][1], step)}
-                              for i, j in itertools.combinations(range(len(values)), 2)])
-        untold: tuple[str, ...] = ()
-        ahead: tuple[str, ...] = ()
-        tested = int(pairs["p_value"].notna().sum()) if len(pairs) else 0
-        if tested:
-            pairs["real"] = stats.holm(pairs["p_value"].to_numpy(dtype=float)) < stats.ALPHA
-            mine = pairs[pairs["i"] == 0]  # the chosen one is first in `ranked`
-            untold = tuple(f"{values[row.j][0]} ({0.0 - row.diff:+.2f})" for row in mine[~mine["real"]].itertuples())
-            ahead = tuple(values[j][0] for j in mine.loc[mine["real"] & (mine["diff"] < 0), "j"])
-        out.append(Best(title, {k: top[k] for k in keys}, top["acc_mean"], top["acc_std"], int(top["n_ok"]),
-                        members.loc[members[metric].idxmax()], top["val_acc_mean"], top["val_acc_std"],
-                        (float(low), float(high)), untold, ahead, len(values) - 1, tested))
-    return out
-
-
-def _label(row: pd.Series) -> str:
-    return f"{row['sparse_init']}/{row['growth']} density {row['density']:g}"

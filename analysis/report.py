@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import adaptive, figures, findings, looks, race_report, search, stats, tables
+from analysis.best import Best, best_configs
 from analysis.data import STATUSES, Loaded, load_all
-from analysis.findings import Best, Finding
+from analysis.findings import Finding
 from cldst.results import ResultsError, check_writable
 
 USAGE_ERROR = 2
@@ -97,7 +98,7 @@ def write_report(loaded: Loaded, out: Path, inputs: Sequence[Path],
     rows.to_csv(out / "tables" / "findings.csv", index=False)
     progress("wrote tables/findings.csv")
     found = findings.sentences(rows, table, static.runs)
-    bests = findings.best_configs(static.runs, table)
+    bests = best_configs(static.runs, table)
     drawn = _figures(static, table, bests, rows, out, progress)
     sections = [_header(loaded, inputs), _what_was_run(loaded), _results(table), _findings(found, rows),
                 _figures_section(drawn), _best(bests), *_search_sections(loaded, out, progress),
@@ -216,8 +217,10 @@ def _findings(found: list[Finding], rows: pd.DataFrame) -> str:
              f"error rate of each family is {stats.ALPHA:g}: `{stats.REAL}` only where the adjusted p < "
              f"{stats.ALPHA:g}; otherwise \"cannot be told apart\" where the 95% CI excludes a 1-point difference, "
              "\"too few seeds to tell\" with the seeds a difference of the size seen would need, or \"not tested\" "
-             "(one seed). Adaptive comparisons form a family per adaptive setting. One row per claim: "
-             "`tables/findings.csv`."]
+             "(one seed). A setting the sweep crossed that the paper compares (prune criterion, death rate, "
+             "optimizer) is a family of its own per split of the runs that differ only in it, its main effects paired "
+             "on seed, init, growth and density. Adaptive comparisons form a family per adaptive setting. One row "
+             "per claim: `tables/findings.csv`."]
     panel = None
     for finding in found:
         if finding.panel != panel:

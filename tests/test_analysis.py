@@ -23,7 +23,8 @@ from analysis_fixture import GRID, SEARCH, Writer, build_grid, build_search, con
 
 import analysis
 from analysis import claims, search, stats, tables
-from analysis.findings import best_configs, comparisons, sentences
+from analysis.best import best_configs
+from analysis.findings import comparisons, sentences
 from analysis.report import default_out, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -536,3 +537,38 @@ def test_a_left_out_trials_last_avg_acc_skips_a_task_it_discarded(tmp_path: Path
     left_out = (tmp_path / "out" / "report.md").read_text().split("Trials left out of the means:")[1]
     row = next(line for line in left_out.splitlines() if member in line)
     assert "| 3 of 5 | 42.00 |" in row
+
+
+def test_a_crossed_prune_criterion_is_a_family_of_its_own_and_its_levels_are_never_averaged(tmp_path: Path) -> None:
+    """6 seeds of 2 inits x 2 growth criteria x 2 densities x 2 prune criteria; true effect: magnitude +3 over SET
+    everywhere, nothing else. Each prune criterion keeps its own panel (tables, init and growth families), and the
+    prune criteria are compared in a family of their own, paired on (seed, init, growth, density)."""
+    rng = np.random.default_rng(11)
+    writer = Writer(tmp_path, "prune")
+    for seed in range(6):
+        offset = rng.normal(0.0, 3.0)
+        for density, init, growth, prune in itertools.product((0.1, 0.2), ("ERK", "uniform"), ("random", "momentum"),
+                                                              ("magnitude", "SET")):
+            cfg = dict(config(density=density, sparse_init=init, growth=growth, seed=seed), prune=prune)
+            writer.trial(cfg, 70.0 + offset + 3.0 * (prune == "magnitude") + rng.normal(0.0, 0.3))
+    assert main([str(tmp_path / "prune"), "--out", str(tmp_path / "out")]) == 0
+    rows = pd.read_csv(tmp_path / "out" / "tables" / "findings.csv", keep_default_na=False)
+    compared = rows[rows["panel"].str.endswith("· prune compared")]
+    assert set(compared["topic"]) == {"prune", "prune cell"} and set(compared["family_size"]) == {1 + 8}
+    (main_effect,) = compared[compared["topic"] == "prune"].itertuples()
+    assert (main_effect.a, main_effect.b, main_effect.verdict, main_effect.n_pairs) == ("magnitude", "SET", "real", 6)
+    assert main_effect.diff == pytest.approx(3.0, abs=0.3)
+    cells = compared[compared["topic"] == "prune cell"]
+    where = zip(cells["sparse_init"], cells["growth"], cells["density"].astype(float), strict=True)
+    assert sorted(where) == sorted(itertools.product(("ERK", "uniform"), ("momentum", "random"), (0.1, 0.2)))
+    assert set(cells["verdict"]) == {"real"}
+    # each prune criterion is a panel of its own: its init and growth claims pair runs of that criterion only
+    panels = {panel for panel in rows["panel"] if not panel.endswith("compared")}
+    assert panels == {f"digits · mlp · 5 tasks x 2 classes · update every 10 · protocol clean · prune={prune}"
+                      for prune in ("SET", "magnitude")}
+    assert set(rows.loc[rows["panel"].isin(panels), "verdict"]) == {"not established"}  # nothing but prune differs
+    summary = pd.read_csv(tmp_path / "out" / "tables" / "summary.csv")
+    assert len(summary) == 16 and set(summary.groupby("prune")["n_ok"].sum()) == {6 * 8}
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Over this split's cells, magnitude pruning wins (" in text
+    assert "With ERK initialisation and momentum growth at density 0.1, magnitude pruning beats SET by " in text
