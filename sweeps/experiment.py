@@ -1,7 +1,8 @@
 """A sweep's experiment: where its results and its Ray Tune state go, what it claims to run, and everything checked
 before Ray starts (paths, address, MLflow store, data).
 
-The experiment folder is `--results` (default `results/<name>`, made absolute); it holds the Parquet datasets
+The experiment is named by --name (default: the --config file's name without .toml, else the preset's). Its folder
+is `--results` (default `results/<name>`, made absolute); it holds the Parquet datasets
 `tasks/` and `runs/`, `sweep.json` (what the sweep runs, so a rerun with other options under the same name is
 refused instead of silently resumed) and, for search.py, the Optuna study `optuna.db`. Ray Tune's own experiment
 state and trial checkpoints go to `--storage` (default `<results parent>/ray`, absolute), under `<name>`: on a
@@ -44,7 +45,7 @@ class Experiment:
 
 
 def from_args(args: argparse.Namespace) -> Experiment:
-    name = args.name or args.preset
+    name = args.name or (Path(args.config).stem if getattr(args, "config", None) else args.preset)
     results_dir = Path(args.results or Path("results") / name).expanduser().resolve()
     storage = args.storage or str(results_dir.parent / "ray")
     if not is_remote(storage):
