@@ -19,6 +19,7 @@ from pathlib import Path
 from analysis import race_report
 from cldst.cli import OneLineParser, fail
 from cldst.compaction import compact
+from cldst.config import text
 from cldst.data import Benchmark
 from cldst.results import KINDS, RUN_STATUSES, ResultsError, load
 from sweeps import cluster
@@ -246,9 +247,19 @@ def compact_finished(exp: Experiment) -> None:
 
 
 def settings_text(row: dict, columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
-    # None: a per-task setting that varied over the run's tasks (an adaptive sweep's member)
-    return " ".join(f"{c}=varies" if row[c] is None else f"{c}={row[c]:.4g}" if isinstance(row[c], float)
-                    else f"{c}={row[c]}" for c in columns)
+    """`columns` of a runs row; one that is not a column of it (a crossed lr, prune, ...) from its config_json.
+    None: a per-task setting that varied over the run's tasks (an adaptive sweep's member)."""
+    saved = json.loads(row["config_json"]) if row.get("config_json") else {}
+    values = {c: row[c] if c in row else saved.get(c) for c in columns}
+    return " ".join(f"{c}=varies" if v is None else f"{c}={v:.4g}" if isinstance(v, float) else f"{c}={text(v)}"
+                    for c, v in values.items())
+
+
+def crossed_columns(runs: list[dict]) -> tuple[str, ...]:
+    """SUMMARY_COLUMNS and every other setting that differs among the runs, so that no two lines look alike."""
+    configs = [json.loads(r["config_json"]) for r in runs if r["config_json"]]
+    names = sorted({name for config in configs for name in config} - {*SUMMARY_COLUMNS, "device"})
+    return SUMMARY_COLUMNS + tuple(n for n in names if len({json.dumps(c.get(n)) for c in configs}) > 1)
 
 
 def configurations(runs: list[dict]) -> list[list[dict]]:
@@ -269,7 +280,8 @@ def print_top_runs(ok: list[dict], on_val: bool) -> None:
               else "top configurations by final ACC:")
     for r in top:
         val = f"val ACC {r['val_acc']:6.2f}  " if on_val else ""
-        print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings_text(r)}  ({r['trial_id']})")
+        print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings_text(r, crossed_columns(ok))}  "
+              f"({r['trial_id']})")
 
 
 def print_top_configurations(groups: list[list[dict]], on_val: bool) -> None:
@@ -279,13 +291,14 @@ def print_top_configurations(groups: list[list[dict]], on_val: bool) -> None:
         return sum(r[column] for r in group) / len(group)
 
     metric = "val_acc" if on_val else "acc"
+    columns = tuple(c for c in crossed_columns([run for group in groups for run in group]) if c != "seed")
     ranked = sorted(groups, key=lambda g: (mean(g, metric), len(g)), reverse=True)[:5]
     print("top configurations by mean final validation ACC over seeds (test ACC beside it):" if on_val
           else "top configurations by mean final ACC over seeds:")
     for group in ranked:
         val = f"val ACC {mean(group, 'val_acc'):6.2f}  " if on_val else ""
         print(f"  {val}ACC {mean(group, 'acc'):6.2f}  BWT {mean(group, 'bwt'):+6.2f}  n={len(group):<3d} "
-              f"{settings_text(group[0], tuple(c for c in SUMMARY_COLUMNS if c != 'seed'))}")
+              f"{settings_text(group[0], columns)}")
 
 
 def summarize(exp: Experiment, expected: int) -> int:
