@@ -6,7 +6,7 @@ that would run code, a checkpoint that is not one or belongs to another configur
 code 2 and one line on stderr that names the option, field or file, with no traceback, before anything is written
 and before Ray starts.
 
-The commands run in-process through their `main(argv)`; two run as a user runs them, in a subprocess.
+The commands run in-process through their `main(argv)`; three run as a user runs them, in a subprocess.
 """
 
 import os
