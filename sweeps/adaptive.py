@@ -226,9 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in set(choices) & set(given.fixed):
         if getattr(args, name) is not None:
             common.fail(f"{name}: fixed with --set and explored with --{name.replace('_', '-')}; give one of them")
-        del choices[name]  # fixed for every member: nothing to sample or explore
-    first = settings.check_configs([{**fixed, name: value} for name, values in choices.items() for value in values]
-                                   or [fixed])[0]
+        choices[name] = [fixed.pop(name)]  # one value for every member: nothing to explore (analysis.adaptive reads it)
+    first = settings.check_configs([{**fixed, name: value} for name, values in choices.items() for value in values])[0]
     if first.num_tasks < 2:
         common.fail(f"--num-tasks: PBT acts between tasks, so it needs at least 2, got {first.num_tasks}")
     population = args.population or POPULATION.get(args.preset, DEFAULT_POPULATION)
