@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     corners = [{**fixed, **dict(zip([*choices, *ranges], values, strict=True))}
                for values in itertools.product(*choices.values(), *ranges.values())]
     first = settings.check_configs(corners)[0]
+    if len(given.grid.get("num_tasks", [])) > 1:  # ASHA compares trials task by task, up to one last task
+        common.fail(f"num_tasks: {' '.join(map(str, given.grid['num_tasks']))} given to --grid; the trials of a search "
+                    f"share one split: fix it with --num-tasks N")
     if args.num_samples < 1:
         common.fail(f"--num-samples: must be >= 1, got {args.num_samples}")
     if not 1 <= args.grace_period <= first.num_tasks:

@@ -367,6 +367,7 @@ SEARCH = {  # options only search.py has
     "grid a per-task schedule": ("--grid density=0.2:0.1:0.1:0.1:0.1", "density: 0.2:0.1:0.1:0.1:0.1 is a per-task"),
     "density-range with density fixed": ("--set density=0.1 --density-range 0.1 0.2", "--density-range: not with"),
     "seed and set seed": ("--seed 1 --set seed=2", "seed: given twice"),
+    "grid of splits": ("--grid num_tasks=5,2", "num_tasks: 5 2 given to --grid; the trials of a search share one"),
 }
 
 
