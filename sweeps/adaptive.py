@@ -2,6 +2,7 @@
 
   python sweeps/adaptive.py --preset quick                      # 8 members, digits, mlp, 5 tasks: minutes on a CPU
   python sweeps/adaptive.py --preset quick --population 24 --capacity-weight 0.1 --seed 1
+  python sweeps/adaptive.py --preset quick --set lr=0.003 --set prune=Taylor_FO --growth random momentum
 
 A population of runs learns the task sequence in lock step (synchronous PBT, time attribute: tasks
 learned, one perturbation after every task but the last). After task t the members are ranked on
@@ -11,7 +12,8 @@ tasks so far own, in %. Each member of the bottom --quantile copies a top member
 and every task's mask, exactly: Tune restores that checkpoint into it) and explores new settings for
 the tasks to come: each of growth, density, death_rate and update_frequency (the values given, in
 order) is resampled with --resample-probability, else shifted to a neighbouring value. sparse_init
-is sampled per member at the start and travels with the checkpoint (one init per run).
+is sampled per member at the start and travels with the checkpoint (one init per run). --set (or
+the [set] of --config) fixes any RunConfig field for every member; a field fixed so is not explored.
 
 Parquet: every tasks row records the settings its task trained with and `parent_trial_id`, the
 member whose checkpoint that task started from; each member has one row per task, those whose model
@@ -42,7 +44,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/adaptive.py` from a checkout
 
-from sweeps import common, experiment  # noqa: E402
+from sweeps import common, experiment, settings  # noqa: E402
 
 # The settings PBT explores between tasks (config.PER_TASK_FIELDS but prune), and what each member starts with.
 EXPLORED = ("growth", "density", "death_rate", "update_frequency")
@@ -51,6 +53,9 @@ METRIC = "val_avg_acc"  # validation ACC over the tasks learned so far; the rank
 POPULATION = {"quick": 8}  # other presets: DEFAULT_POPULATION
 DEFAULT_POPULATION = 16
 DEATH_RATES = [0.3, 0.5, 0.7]
+STARTING = ("sparse_init", "growth", "density", "update_frequency")  # sampled per member, from the preset's axes
+SHORTHANDS = {"num_tasks": ("num_tasks", "set"), "seed": ("seed", "set"), "epochs": ("epochs", "set"),
+              "val_fraction": ("val_fraction", "set")}
 log = logging.getLogger("cldst.tune")  # the sweep's per-task log (sweep.log; stdout with --verbose)
 
 
@@ -172,13 +177,14 @@ class WithoutFailed:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.parser("adaptive.py", __doc__)
-    common.add_axis_options(parser, ("sparse_init", "growth", "density", "update_frequency"))
+    settings.add_options(parser, crossing=False)
+    common.add_axis_options(parser, STARTING)
     parser.add_argument("--death-rate", dest="death_rate", nargs="+", type=float, metavar="DEATH_RATE",
                         help=f"death rates to explore (default: {' '.join(map(str, DEATH_RATES))})")
     parser.add_argument("--num-tasks", type=int, help="the split (default: the benchmark's)")
     parser.add_argument("--population", type=int,
                         help=f"members (default {POPULATION['quick']} for quick, else {DEFAULT_POPULATION})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every member and of the exploration (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of every member and of the exploration (default 0)")
     parser.add_argument("--quantile", type=float, default=0.25,
                         help="share of the population that exploits, and that is exploited (default 0.25, max 0.5)")
     parser.add_argument("--resample-probability", type=float, default=0.25,
@@ -198,7 +204,7 @@ def check(args: argparse.Namespace) -> None:
         common.fail(f"--capacity-weight: must be a number >= 0, got {args.capacity_weight:g}")
     if args.population is not None and args.population < 2:
         common.fail(f"--population: must be >= 2 (PBT copies one member into another), got {args.population}")
-    if args.seed < 0:
+    if args.seed is not None and args.seed < 0:
         common.fail(f"--seed: must be >= 0, got {args.seed}")
     if args.max_concurrent:  # Tune ignores it with PBT; and members held back would stall its synchronous barrier
         common.fail("--max-concurrent: not for a population, which trains together; size it with --population "
@@ -209,18 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     common.check_options(args)
     check(args)
-    fixed = {**common.fixed_config(args, VAL_FRACTION), "seed": args.seed}
+    given = settings.resolve(args, SHORTHANDS, crossing=False)
+    fixed = common.fixed_config(given, args.preset, VAL_FRACTION)
+    fixed.setdefault("seed", 0)
     if "val_fraction" not in fixed:
         common.fail("--val-fraction: 0 leaves no validation data to rank the population on; give a fraction in (0, 1)")
-    if args.num_tasks is not None:
-        fixed["num_tasks"] = args.num_tasks
-    choices = {**common.axes(args, ("sparse_init", "growth", "density", "update_frequency")),
+    preset = common.PRESETS[args.preset]
+    choices = {**{name: list(dict.fromkeys(getattr(args, name) or preset.axes[name])) for name in STARTING},
                "death_rate": list(dict.fromkeys(args.death_rate or DEATH_RATES))}
-    first = common.check_configs([{**fixed, name: value} for name, values in choices.items() for value in values])
+    for name in set(choices) & set(given.fixed):
+        if getattr(args, name) is not None:
+            common.fail(f"{name}: fixed with --set and explored with --{name.replace('_', '-')}; give one of them")
+        choices[name] = [fixed.pop(name)]  # one value for every member: nothing to explore (analysis.adaptive reads it)
+    first = settings.check_configs([{**fixed, name: value} for name, values in choices.items() for value in values])[0]
     if first.num_tasks < 2:
         common.fail(f"--num-tasks: PBT acts between tasks, so it needs at least 2, got {first.num_tasks}")
     population = args.population or POPULATION.get(args.preset, DEFAULT_POPULATION)
-    mutations = {name: choices[name] for name in EXPLORED if len(choices[name]) > 1}
+    mutations = {name: choices[name] for name in EXPLORED if len(choices.get(name, [])) > 1}
     if not mutations:
         common.fail("--growth/--density/--death-rate/--update-frequency: give at least one of them two or more "
                     "values, else PBT has nothing to explore")
@@ -230,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({first.val_fraction:g} of the training images held out); the bottom {args.quantile:g} copy the top")
     for name, values in choices.items():
         print(f"  {name}: {' '.join(str(v) for v in values)}" + ("  (explored)" if name in mutations else ""))
+    print("  fixed (differing from the benchmark's defaults): " + settings.describe(first, [], left_out=tuple(choices)))
     if args.dry_run:
         return 0
     exp, bench = experiment.prepare(args, first)
@@ -241,12 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     warn_unshared_storage(exp)
     from ray import tune
 
-    random.seed(args.seed)  # PBT's explore draws from Python's random
+    random.seed(fixed["seed"])  # PBT's explore draws from Python's random
     scheduler = ValidationPBT(args.capacity_weight, hyperparam_mutations=mutations, quantile_fraction=args.quantile,
                               resample_probability=args.resample_probability)
     param_space = {**fixed, **{name: tune.choice(values) for name, values in choices.items()}}
     common.run(args, exp, bench, param_space, tasks=population * first.num_tasks, scheduler=scheduler,
-               num_samples=population, search_alg=BasicVariantGenerator(random_state=args.seed))
+               num_samples=population, search_alg=BasicVariantGenerator(random_state=fixed["seed"]))
     return common.summarize(exp, population)
 
 

@@ -1,4 +1,4 @@
-"""What the sweep scripts share: presets, command-line options, Ray start-up, the Tuner run, the summary.
+"""What the sweep scripts share: command-line options, Ray start-up, the Tuner run, the summary.
 
 Where an experiment's results and Ray Tune state go, and what is checked before Ray starts: sweeps/experiment.py.
 A cluster that authenticates with a token (RAY_AUTH_MODE=token) needs the same token in the driver's environment
@@ -14,49 +14,31 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from analysis import race_report
 from cldst.cli import OneLineParser, fail
 from cldst.compaction import compact
-from cldst.config import ConfigError, RunConfig
+from cldst.config import text
 from cldst.data import Benchmark
 from cldst.results import KINDS, RUN_STATUSES, ResultsError, load
 from sweeps import cluster
 from sweeps.experiment import Experiment, is_remote
+from sweeps.presets import AXIS_TYPES, DEFAULT_PRESET, PAPER_AXES, PRESETS
+from sweeps.settings import Settings
 
-AXES = ("sparse_init", "growth", "density", "update_frequency", "num_tasks")
-AXIS_TYPES = {"density": float, "update_frequency": int, "num_tasks": int}
-PAPER_AXES = {"sparse_init": ["uniform", "ERK"], "growth": ["random", "unfired", "momentum", "gradient"],
-              "density": [0.2, 0.1, 0.05], "update_frequency": [100, 400], "num_tasks": [5, 10, 20]}
 # Retries of a trial lost to the infrastructure (cldst.failures): enough for a spot node lost every task of a long
 # trial, and still a bound, for a cluster that loses every node it starts.
 DEFAULT_MAX_INFRA_RETRIES = 20
 SUMMARY_COLUMNS = ("sparse_init", "growth", "density", "update_frequency", "death_rate", "num_tasks", "seed")
 
 
-@dataclass(frozen=True)
-class Preset:
-    fixed: dict  # RunConfig fields every trial shares; the rest take the benchmark's defaults
-    axes: dict  # RunConfig field -> the values the grid crosses
-
-
-PRESETS = {
-    # The reference's nets and batch sizes (RunConfig's benchmark defaults), 100 epochs per task as in the paper.
-    "paper-cifar100": Preset({"benchmark": "cifar100", "epochs": 100}, PAPER_AXES),
-    "paper-miniimagenet": Preset({"benchmark": "miniimagenet", "epochs": 100}, PAPER_AXES),
-    # The bundled digits set, a small MLP, 5 tasks x 2 classes: the whole grid runs on a laptop CPU in minutes.
-    "quick": Preset({"benchmark": "digits", "net": "mlp", "epochs": 3},
-                    {**PAPER_AXES, "update_frequency": [10], "num_tasks": [5]}),
-}
-
-
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The options both scripts take: preset, epochs, data, cluster, resources, results."""
     p = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=list(PRESETS), default="paper-cifar100", help="default: paper-cifar100")
-    p.add_argument("--epochs", type=int, help="epochs per task (default: the preset's)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help=f"the starting point every setting overrides (default: the file's, else {DEFAULT_PRESET})")
+    p.add_argument("--epochs", type=int, help="epochs per task, as --set epochs=N (default: the preset's)")
     p.add_argument("--data-root", default="./data", help="dataset folder, read once by the driver (default ./data)")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage", help="Ray Tune state and checkpoints (default: <results parent>/ray); shared "
@@ -89,7 +71,7 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_axis_options(p: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
-    """One option per axis, taking one or more values that replace the preset's."""
+    """One option per axis, taking one or more values that replace the preset's: a shorthand of --grid."""
     for name in names:
         p.add_argument("--" + name.replace("_", "-"), dest=name, nargs="+", type=AXIS_TYPES.get(name, str),
                        metavar=name.upper(), help=f"these values instead of the preset's (paper: "
@@ -120,29 +102,13 @@ def check_options(args: argparse.Namespace) -> None:
             fail(f"{option}: the {package} package is not installed; pip install 'cldst[{package}]' (or {package})")
 
 
-def axes(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, list]:
-    """The preset's axes, each narrowed to the values given on the command line (duplicates dropped)."""
-    preset = PRESETS[args.preset]
-    return {name: list(dict.fromkeys(getattr(args, name) or preset.axes[name])) for name in names}
-
-
-def fixed_config(args: argparse.Namespace, val_fraction: float = 0.0) -> dict:
-    """The preset's fixed fields and the options that set them; `val_fraction`: the script's default."""
-    fixed = dict(PRESETS[args.preset].fixed)
-    if args.epochs is not None:
-        fixed["epochs"] = args.epochs
-    fraction = val_fraction if args.val_fraction is None else args.val_fraction
-    if fraction:  # absent when 0: sweeps without a split keep their sweep.json
-        fixed["val_fraction"] = fraction
+def fixed_config(given: Settings, preset: str, val_fraction: float = 0.0) -> dict:
+    """The preset's fixed fields under the user's; `val_fraction`: the script's default, absent when 0 (sweeps
+    without a split keep their sweep.json)."""
+    fixed = {**PRESETS[preset].fixed, **given.fixed}
+    if "val_fraction" not in given.grid and not fixed.setdefault("val_fraction", val_fraction):
+        del fixed["val_fraction"]
     return fixed
-
-
-def check_configs(configs: list[dict]) -> RunConfig:
-    """Resolve every config before anything starts (one line and exit 2 on the first bad one); returns the first."""
-    try:
-        return [RunConfig.from_dict(config).resolve() for config in configs][0]
-    except ConfigError as err:
-        fail(str(err))
 
 
 def start_ray(args: argparse.Namespace) -> None:
@@ -281,9 +247,19 @@ def compact_finished(exp: Experiment) -> None:
 
 
 def settings_text(row: dict, columns: tuple[str, ...] = SUMMARY_COLUMNS) -> str:
-    # None: a per-task setting that varied over the run's tasks (an adaptive sweep's member)
-    return " ".join(f"{c}=varies" if row[c] is None else f"{c}={row[c]:.4g}" if isinstance(row[c], float)
-                    else f"{c}={row[c]}" for c in columns)
+    """`columns` of a runs row; one that is not a column of it (a crossed lr, prune, ...) from its config_json.
+    None: a per-task setting that varied over the run's tasks (an adaptive sweep's member)."""
+    saved = json.loads(row["config_json"]) if row.get("config_json") else {}
+    values = {c: row[c] if c in row else saved.get(c) for c in columns}
+    return " ".join(f"{c}=varies" if v is None else f"{c}={v:.4g}" if isinstance(v, float) else f"{c}={text(v)}"
+                    for c, v in values.items())
+
+
+def crossed_columns(runs: list[dict]) -> tuple[str, ...]:
+    """SUMMARY_COLUMNS and every other setting that differs among the runs, so that no two lines look alike."""
+    configs = [json.loads(r["config_json"]) for r in runs if r["config_json"]]
+    names = sorted({name for config in configs for name in config} - {*SUMMARY_COLUMNS, "device"})
+    return SUMMARY_COLUMNS + tuple(n for n in names if len({json.dumps(c.get(n)) for c in configs}) > 1)
 
 
 def configurations(runs: list[dict]) -> list[list[dict]]:
@@ -304,7 +280,8 @@ def print_top_runs(ok: list[dict], on_val: bool) -> None:
               else "top configurations by final ACC:")
     for r in top:
         val = f"val ACC {r['val_acc']:6.2f}  " if on_val else ""
-        print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings_text(r)}  ({r['trial_id']})")
+        print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings_text(r, crossed_columns(ok))}  "
+              f"({r['trial_id']})")
 
 
 def print_top_configurations(groups: list[list[dict]], on_val: bool) -> None:
@@ -314,13 +291,14 @@ def print_top_configurations(groups: list[list[dict]], on_val: bool) -> None:
         return sum(r[column] for r in group) / len(group)
 
     metric = "val_acc" if on_val else "acc"
+    columns = tuple(c for c in crossed_columns([run for group in groups for run in group]) if c != "seed")
     ranked = sorted(groups, key=lambda g: (mean(g, metric), len(g)), reverse=True)[:5]
     print("top configurations by mean final validation ACC over seeds (test ACC beside it):" if on_val
           else "top configurations by mean final ACC over seeds:")
     for group in ranked:
         val = f"val ACC {mean(group, 'val_acc'):6.2f}  " if on_val else ""
         print(f"  {val}ACC {mean(group, 'acc'):6.2f}  BWT {mean(group, 'bwt'):+6.2f}  n={len(group):<3d} "
-              f"{settings_text(group[0], tuple(c for c in SUMMARY_COLUMNS if c != 'seed'))}")
+              f"{settings_text(group[0], columns)}")
 
 
 def summarize(exp: Experiment, expected: int) -> int:

@@ -1,7 +1,8 @@
 """A sweep's experiment: where its results and its Ray Tune state go, what it claims to run, and everything checked
 before Ray starts (paths, address, MLflow store, data).
 
-The experiment folder is `--results` (default `results/<name>`, made absolute); it holds the Parquet datasets
+The experiment is named by --name (default: the --config file's name without .toml, else the preset's). Its folder
+is `--results` (default `results/<name>`, made absolute); it holds the Parquet datasets
 `tasks/` and `runs/`, `sweep.json` (what the sweep runs, so a rerun with other options under the same name is
 refused instead of silently resumed) and, for search.py, the Optuna study `optuna.db`. Ray Tune's own experiment
 state and trial checkpoints go to `--storage` (default `<results parent>/ray`, absolute), under `<name>`: on a
@@ -44,7 +45,7 @@ class Experiment:
 
 
 def from_args(args: argparse.Namespace) -> Experiment:
-    name = args.name or args.preset
+    name = args.name or (Path(args.config).stem if getattr(args, "config", None) else args.preset)
     results_dir = Path(args.results or Path("results") / name).expanduser().resolve()
     storage = args.storage or str(results_dir.parent / "ray")
     if not is_remote(storage):
@@ -84,9 +85,10 @@ def claim(exp: Experiment, spec: dict) -> None:
 
     path = exp.results_dir / "sweep.json"
     spec = json.loads(json.dumps(spec))
-    if path.exists() and json.loads(path.read_text()) != spec:
-        fail(f"{exp.results_dir} holds another sweep named {exp.name!r} (see {path}); rerun it with the same "
-             f"options to resume it, or pass another --name")
+    saved = json.loads(path.read_text()) if path.exists() else spec
+    if saved != spec:
+        fail(f"{exp.results_dir} holds another sweep named {exp.name!r} (see {path}), changed: {changes(saved, spec)}; "
+             f"rerun it with the same options to resume it, or pass another --name")
     restorable = tune.Tuner.can_restore(exp.tune_path)
     if restorable and not path.exists():
         fail(f"{exp.tune_path} holds a sweep whose results are not in {exp.results_dir}; pass its --results, "
@@ -97,6 +99,19 @@ def claim(exp: Experiment, spec: dict) -> None:
     exp.results_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
     remove_killed_writes(exp.results_dir)  # the temp files of a driver killed mid-write; this one writes no part yet
+
+
+def changes(saved: dict, wanted: dict, prefix: str = "") -> str:
+    """What differs between two sweep specs, as 'key: saved -> wanted' (nested keys dotted), the first three."""
+    found = []
+    for key in sorted(set(saved) | set(wanted)):
+        old, new = saved.get(key), wanted.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += [changes(old, new, f"{prefix}{key}.")] if old != new else []
+        elif key not in saved or key not in wanted or old != new:
+            shown = [repr(spec[key]) if key in spec else "absent" for spec in (saved, wanted)]
+            found.append(f"{prefix}{key}: {shown[0]} -> {shown[1]}")
+    return ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
 
 
 def prepare(args: argparse.Namespace, first: RunConfig) -> tuple[Experiment, Benchmark]:

@@ -1,8 +1,11 @@
-"""The paper's factorial grid on Ray Tune: sparse_init x growth x density x update_frequency x split x seeds.
+"""A factorial grid on Ray Tune: the preset's axes (the paper's: sparse_init x growth x density x update_frequency x
+split), any RunConfig field crossed with --grid or fixed with --set, x seeds.
 
   python sweeps/full_grid.py --preset quick              # 24 small trials, minutes on a laptop CPU
-  python sweeps/full_grid.py --dry-run                   # the paper grid: 144 trials per seed
+  python sweeps/full_grid.py --dry-run                   # the paper grid: 144 trials per seed, each listed
   python sweeps/full_grid.py --growth momentum gradient --density 0.1 --seeds 0 1 2 --gpus-per-trial 0.25
+  python sweeps/full_grid.py --preset quick --grid lr=0.01,0.003 --set optimizer=sgd
+  python sweeps/full_grid.py --config examples/sweeps/quick-lr.toml --seeds 0 1
   python sweeps/full_grid.py --preset quick --looks 2 4 8 --min-effect 1.0   # seeds only while a claim is open
 
 Every trial's per-task metrics land in <results>/tasks and one row per trial in <results>/runs
@@ -29,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/f
 from analysis import looks, race_report, racing  # noqa: E402
 from cldst import results  # noqa: E402
 from cldst.config import RunConfig  # noqa: E402
-from sweeps import common, experiment  # noqa: E402
+from sweeps import common, experiment, settings  # noqa: E402
+from sweeps.presets import AXES  # noqa: E402
 
 MIN_EFFECT = 1.0  # --min-effect's default, in ACC points
 LOOKS_VAL_FRACTION = 0.1  # --val-fraction's default with --looks: the looks stop the sweep, so they read validation
@@ -37,8 +41,9 @@ LOOKS_VAL_FRACTION = 0.1  # --val-fraction's default with --looks: the looks sto
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.parser("full_grid.py", __doc__)
-    common.add_axis_options(parser, common.AXES)
-    parser.add_argument("--seeds", nargs="+", type=int, help="one grid per seed (default: 0)")
+    settings.add_options(parser)
+    common.add_axis_options(parser, AXES)
+    parser.add_argument("--seeds", nargs="+", type=int, help="one grid per seed, as --grid seed=... (default: 0)")
     parser.add_argument("--looks", nargs="+", type=int, metavar="SEEDS",
                         help="planned looks: seed counts, increasing, each at least 2 (e.g. 2 4 8); seeds 0, 1, ... "
                              "run look by look while a primary claim is open")
@@ -53,6 +58,20 @@ def grid(fixed: dict, axes: dict[str, list]) -> list[dict]:
     return [{**fixed, **dict(zip(axes, values, strict=True))} for values in itertools.product(*axes.values())]
 
 
+def fixed_and_axes(args: argparse.Namespace, val_fraction: float = 0.0,
+                   shorthands: dict[str, tuple[str, str]] | None = None) -> tuple[dict, dict[str, list]]:
+    """The fixed fields and the axes (the seeds last), from the preset, --config and the command line."""
+    given = settings.resolve(args, SHORTHANDS if shorthands is None else shorthands)
+    fixed = common.fixed_config(given, args.preset, val_fraction)
+    axes = {k: v for k, v in settings.over_preset(common.PRESETS[args.preset], given).grid.items()
+            if k not in fixed and k != "seed"}
+    return fixed, {**axes, "seed": given.grid.get("seed") or [fixed.pop("seed", 0)]}
+
+
+SHORTHANDS = {**{name: (name, "grid") for name in AXES}, "seeds": ("seed", "grid"), "epochs": ("epochs", "set"),
+              "val_fraction": ("val_fraction", "set")}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     common.check_options(args)
@@ -60,17 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         return sequential(args)
     if args.min_effect is not None:
         common.fail("--min-effect: only with --looks")
-    fixed = common.fixed_config(args)
-    axes = {**common.axes(args, common.AXES), "seed": list(dict.fromkeys(args.seeds or [0]))}
+    fixed, axes = fixed_and_axes(args)
     points = grid(fixed, axes)
-    first = common.check_configs(points)
-    seeds = len(axes["seed"])
+    resolved = settings.check_configs(points)
+    first, seeds = resolved[0], len(axes["seed"])
     print(f"{args.preset}: {len(points) // seeds} trials per seed x {seeds} seed{'s' * (seeds > 1)} = "
           f"{len(points)} trials ({first.benchmark}, {first.net}, {first.epochs} epochs per task, "
           f"batch {first.batch_size})")
     for name, values in axes.items():
-        print(f"  {name}: {' '.join(str(v) for v in values)}")
+        print(f"  {name}: {' '.join(settings.text(v) for v in values)}")
     if args.dry_run:
+        print("trials (crossed settings, then the others that differ from the benchmark's defaults):")
+        for number, cfg in enumerate(resolved, 1):
+            print(f"  {number}: {settings.describe(cfg, list(axes))}")
         return 0
     exp, bench = experiment.prepare(args, first)
     experiment.claim(exp, {"script": "full_grid", "fixed": fixed, "axes": axes})
@@ -79,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import tune
 
     param_space = {**fixed, **{name: tune.grid_search(values) for name, values in axes.items()}}
-    tasks = sum(RunConfig.from_dict(point).resolve().num_tasks for point in points)  # the splits may differ
+    tasks = sum(cfg.num_tasks for cfg in resolved)  # the splits may differ
     common.run(args, exp, bench, param_space, tasks=tasks)
     return common.summarize(exp, len(points))
 
@@ -95,9 +116,12 @@ def sequential(args: argparse.Namespace) -> int:
     min_effect = MIN_EFFECT if args.min_effect is None else args.min_effect
     if not min_effect > 0:
         common.fail(f"--min-effect: must be above 0 points, got {args.min_effect:g}")
-    fixed = common.fixed_config(args, LOOKS_VAL_FRACTION)
-    points = grid(fixed, common.axes(args, common.AXES))
-    first = common.check_configs([{**point, "seed": 0} for point in points])
+    fixed, axes = fixed_and_axes(args, LOOKS_VAL_FRACTION)
+    if axes["seed"] != [0]:
+        common.fail(f"seed: {' '.join(map(str, axes['seed']))} given, but the looks run seeds 0 to the last look's "
+                    f"count - 1; leave the seed out")
+    points = grid(fixed, {k: v for k, v in axes.items() if k != "seed"})
+    first = settings.check_configs([{**point, "seed": 0} for point in points])[0]
     metric = "val_acc" if first.val_fraction > 0 else "acc"  # the stop is an early stop: on validation data
     configurations = [{k: v for k, v in RunConfig.from_dict({**c, "seed": 0}).resolve().to_dict().items()
                        if k != "seed"} for c in points]

@@ -29,16 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/r
 from analysis import race_report, racing  # noqa: E402
 from cldst import results  # noqa: E402
 from cldst.config import RunConfig  # noqa: E402
-from sweeps import common, experiment, full_grid  # noqa: E402
+from sweeps import common, experiment, full_grid, settings  # noqa: E402
+from sweeps.presets import AXES  # noqa: E402
 
 VAL_FRACTION = 0.1
 TOP = 4  # --from: configurations raced by default
-FROM_REFUSES = ("epochs", "val_fraction", *common.AXES)  # a search's configurations are raced as the search ran them
+# a search's configurations are raced as the search ran them
+FROM_REFUSES = ("epochs", "val_fraction", *AXES, "set_fields", "grid_fields", "config")
+SHORTHANDS = {name: shorthand for name, shorthand in full_grid.SHORTHANDS.items() if name != "seeds"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = common.parser("race.py", __doc__)
-    common.add_axis_options(parser, common.AXES)
+    settings.add_options(parser)
+    common.add_axis_options(parser, AXES)
     parser.add_argument("--looks", nargs="+", type=int, required=True, metavar="SEEDS",
                         help="planned looks: seed counts, increasing, each at least 2 (e.g. 2 4 8)")
     parser.add_argument("--from", dest="source", metavar="EXPERIMENT",
@@ -48,18 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def grid_configurations(args: argparse.Namespace) -> list[dict]:
-    fixed = common.fixed_config(args, VAL_FRACTION)
+    fixed, axes = full_grid.fixed_and_axes(args, VAL_FRACTION, SHORTHANDS)
     if "val_fraction" not in fixed:
         common.fail("--val-fraction: 0 leaves no validation data to race on; give a fraction in (0, 1)")
-    return full_grid.grid(fixed, common.axes(args, common.AXES))
+    if axes.pop("seed") != [0]:
+        common.fail("seed: a race chooses its seeds; leave the seed out")
+    return full_grid.grid(fixed, axes)
 
 
 def search_configurations(args: argparse.Namespace) -> tuple[list[dict], set[int]]:
     """The search's `--top` best configurations by final validation ACC (each once: its best run) and the seeds
     its runs used."""
     for name in FROM_REFUSES:
-        if getattr(args, name) is not None:
-            common.fail(f"--{name.replace('_', '-')}: not with --from (the search's configurations race as they ran)")
+        if getattr(args, name):
+            common.fail(f"--{name.removesuffix('_fields').replace('_', '-')}: not with --from (the search's "
+                        f"configurations race as they ran)")
     try:
         runs = results.load(Path(args.source).expanduser(), on_bad="skip").runs.to_pylist()
     except results.ResultsError as err:
@@ -83,12 +90,12 @@ def plan_for(args: argparse.Namespace) -> tuple[list[dict], list[int]]:
         configurations, used = search_configurations(args)
     else:
         configurations, used = grid_configurations(args), set()
-    common.check_configs(configurations)
+    settings.check_configs(configurations)
     resolved = [{k: v for k, v in RunConfig.from_dict({**c, "seed": 0}).resolve().to_dict().items() if k != "seed"}
                 for c in configurations]
     unique = list({race_report.key(c): c for c in resolved}.values())
     if len(unique) < 2:
-        common.fail("--" + "/--".join(a.replace("_", "-") for a in common.AXES) + ": these give one configuration; a "
+        common.fail("--" + "/--".join(a.replace("_", "-") for a in AXES) + "/--grid: these give one configuration; a "
                     "race needs at least 2")
     seeds = [seed for seed in range(args.looks[-1] + len(used)) if seed not in used][:args.looks[-1]]
     return unique, seeds

@@ -64,11 +64,12 @@ class Writer:
         matrix = accuracy_rows(acc if acc is not None else 50.0, bwt, total)[:done]
         val_matrix = accuracy_rows(val, 0.0, total)[:done] if val is not None else [None] * done
         common = common_columns(cfg, self.experiment, trial_id, node="node-1")
+        density = [RunConfig.from_dict(cfg).task_value("density", t) for t in range(total)]  # a schedule too
         stamp = START + timedelta(minutes=10 * self.count)
         tasks = [dict(common, task=t, acc=matrix[t], fwt_acc=[10.0] * (total - t - 1),
                       avg_acc=sum(matrix[t]) / (t + 1), bwt=0.0 if t == 0 else bwt, val_acc=val_matrix[t],
                       val_avg_acc=val_matrix[t][0] if val is not None else None, parent_trial_id=None, discarded=False,
-                      task_density=cfg["density"], capacity_used=min(1.0, cfg["density"] * (t + 1) * 0.9),
+                      task_density=density[t], capacity_used=min(1.0, density[t] * (t + 1) * 0.9),
                       reused_fraction=0.0 if t == 0 else 0.1 * t, fired_fraction=0.5,
                       train_seconds=1.0, images_per_second=1000.0, created_at=stamp + timedelta(seconds=t))
                  for t in range(done)]

@@ -1,11 +1,12 @@
-"""Bad input, one table per command line: `cldst train` / `cldst data`, sweeps/full_grid.py, sweeps/search.py
-and `python -m analysis.report`. Each case is a value a user could plausibly type (out of range, wrong type,
-unknown name, a contradictory combination, an axis narrowed to nothing) or a file they could plausibly pass
-(a missing, truncated or wrong-format dataset archive, a CIFAR pickle that would run code, a checkpoint that
-is not one or belongs to another configuration). Every case must exit with code 2 and one line on stderr
-that names the option, field or file, with no traceback, before anything is written and before Ray starts.
+"""Bad input, one table per command line: `cldst train` / `cldst data`, sweeps/full_grid.py, sweeps/search.py,
+sweeps/adaptive.py (their --set, --grid and --config too) and `python -m analysis.report`. Each case is a value a
+user could plausibly type (out of range, wrong type, unknown name, a contradictory combination, an axis narrowed to
+nothing) or a file they could plausibly pass (a missing, truncated or wrong-format dataset archive, a CIFAR pickle
+that would run code, a checkpoint that is not one or belongs to another configuration). Every case must exit with
+code 2 and one line on stderr that names the option, field or file, with no traceback, before anything is written
+and before Ray starts.
 
-The commands run in-process through their `main(argv)`; two run as a user runs them, in a subprocess.
+The commands run in-process through their `main(argv)`; three run as a user runs them, in a subprocess.
 """
 
 import os
@@ -24,7 +25,7 @@ from test_data import _cifar_members, _write_cifar, _write_tar, _WritesMarker
 from analysis.report import main as report_main
 from cldst import checkpoint
 from cldst.cli import main as cldst_main
-from sweeps import full_grid, search
+from sweeps import adaptive, full_grid, search
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,10 +74,28 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     writer = Writer(root / "results", "grid")
     writer.trial(config(seed=0), 80.0)
     paths["results"] = root / "results"
+    sweeps = folder("sweeps")  # --config files
+    for name, toml in TOML_FILES.items():
+        paths[name] = sweeps / f"{name}.toml"
+        paths[name].write_text(toml)
     only_stray = folder("only_stray")
     (only_stray / "exp" / "runs").mkdir(parents=True)
     (only_stray / "exp" / "runs" / "part-x.parquet").write_bytes(b"PAR1 cut short")
     return paths
+
+
+TOML_FILES = {  # --config files a user could write by mistake
+    "not_toml": "preset = quick\n",
+    "unknown_key": 'presets = "quick"\n',
+    "unknown_preset": 'preset = "nope"\n',
+    "unknown_field": "[set]\nlrate = 0.1\n",
+    "bad_value": '[set]\nlr = "fast"\n',
+    "list_on_a_scalar": "[set]\nlr = [0.1, 0.2]\n",
+    "set_and_grid": "[set]\nlr = 0.1\n[grid]\nlr = [0.1, 0.01]\n",
+    "set_not_a_table": 'set = "lr=0.1"\n',
+    "one_class_tasks": "[set]\nnum_tasks = 10\n",
+    "grid": "[grid]\nlr = [0.1, 0.01]\n",
+}
 
 
 def listing(*folders: Path) -> list:
@@ -312,6 +331,8 @@ FULL_GRID = {  # options only full_grid.py has, or takes differently
     "num-tasks too many for the classes": ("--num-tasks 5 20", "num_classes: 40, but benchmark digits"),
     "paper split on too few classes": ("--preset paper-cifar100 --num-tasks 200", "num_classes"),
     "num-tasks narrowed to nothing": ("--num-tasks", "--num-tasks"),
+    "num-tasks leaving 1 class per task": ("--num-tasks 10", "num_tasks: 10 leaves classes_per_task 1 on digits"),
+    "seeds and a grid of seeds": ("--seeds 0 1 --grid seed=2,3", "seed: given twice"),
     "seeds negative": ("--seeds 0 -1", "seed"),
     "seeds text": ("--seeds x", "--seeds"),
     "seeds narrowed to nothing": ("--seeds", "--seeds"),
@@ -343,6 +364,55 @@ SEARCH = {  # options only search.py has
     "num-tasks two values": ("--num-tasks 5 10", "unrecognized arguments: 10"),
     "val-fraction 0 without select-on-test": ("--val-fraction 0", "--val-fraction: 0 leaves no validation data"),
     "select-on-test with a value": ("--select-on-test yes", "unrecognized arguments: yes"),
+    "grid a per-task schedule": ("--grid density=0.2:0.1:0.1:0.1:0.1", "density: 0.2:0.1:0.1:0.1:0.1 is a per-task"),
+    "density-range with density fixed": ("--set density=0.1 --density-range 0.1 0.2", "--density-range: not with"),
+    "seed and set seed": ("--seed 1 --set seed=2", "seed: given twice"),
+    "grid of splits": ("--grid num_tasks=5,2", "num_tasks: 5 2 given to --grid; the trials of a search share one"),
+}
+
+
+SETTINGS = {  # --set and --config, in every sweep script
+    "set unknown field": ("--set lrate=0.1", "'lrate': not a RunConfig field (--set lrate=0.1); fields: benchmark"),
+    "set without a value": ("--set lr", "--set: 'lr' is not FIELD=VALUE"),
+    "set text for a number": ("--set lr=fast", "lr: 'fast' is not a number"),
+    "set fraction for an integer": ("--set batch_size=2.5", "batch_size: '2.5' is not an integer"),
+    "set not a bool": ("--set isolate=maybe", "isolate: 'maybe' is not true or false"),
+    "set out of range": ("--set lr=0", "lr: must be a number in (0, inf], got 0.0"),
+    "set unknown name": ("--set optimizer=rmsprop", "optimizer: 'rmsprop' is not one of adam, sgd"),
+    "set schedule on a field that takes none": ("--set lr=0.1:0.2", "lr: '0.1:0.2' is not a number"),
+    "set schedule of the wrong length": ("--set density=0.2:0.1", "density: 2 values but num_tasks is 5"),
+    "set contradicting the protocol": ("--set protocol=paper --set eval_head=task",
+                                       "eval_head: 'task' contradicts protocol 'paper'"),
+    "set split of 1-class tasks": ("--set num_tasks=10", "num_tasks: 10 leaves classes_per_task 1 on digits"),
+    "set 1 class per task": ("--set classes_per_task=1", "classes_per_task 1 on digits"),
+    "set twice": ("--set lr=0.1 --set lr=0.2", "lr: given twice on the command line"),
+    "set and its shorthand": ("--set epochs=2 --epochs 3", "epochs: given twice on the command line"),
+    "config missing": ("--config {tmp}/none.toml", "none.toml: No such file or directory"),
+    "config not TOML": ("--config {not_toml}", "not_toml.toml: not TOML"),
+    "config unknown key": ("--config {unknown_key}", "unknown key 'presets'; the keys are preset, set, grid"),
+    "config unknown preset": ("--config {unknown_preset}", "preset: 'nope'"),
+    "config unknown field": ("--config {unknown_field}", "'lrate': not a RunConfig field ([set] of"),
+    "config text for a number": ("--config {bad_value}", "lr: 'fast' is not a number"),
+    "config list on a scalar field": ("--config {list_on_a_scalar}", "lr: [0.1, 0.2] in [set] of"),
+    "config set and grid of one field": ("--config {set_and_grid}", "lr: in both [set] and [grid]"),
+    "config set not a table": ("--config {set_not_a_table}", "[set] must be a table"),
+    "config split of 1-class tasks": ("--config {one_class_tasks}", "num_tasks: 10 leaves classes_per_task 1"),
+    "config a folder": ("--config {sweeps}", "--config: "),
+}
+
+GRID = {  # --grid, in full_grid.py and search.py
+    "grid unknown field": ("--grid lrate=0.1,0.2", "'lrate': not a RunConfig field (--grid lrate=0.1,0.2)"),
+    "grid without values": ("--grid lr", "--grid: 'lr' is not FIELD=VALUE"),
+    "grid empty value": ("--grid lr=", "lr: '' is not a number"),
+    "grid text for a number": ("--grid lr=0.1,fast", "lr: 'fast' is not a number"),
+    "grid unknown name": ("--grid prune=magnitude,threshold", "prune: 'threshold' is not one of"),
+    "grid contradicting the protocol": ("--set protocol=paper --grid precision=fp32,bf16",
+                                        "precision: 'bf16' contradicts protocol 'paper'"),
+    "grid split of 1-class tasks": ("--grid num_tasks=5,10", "num_tasks: 10 leaves classes_per_task 1"),
+    "grid and set of one field": ("--grid lr=0.1,0.2 --set lr=0.1", "lr: given twice on the command line"),
+    "grid and the axis option": ("--grid growth=random --growth momentum", "growth: given twice"),
+    "grid schedule of the wrong length": ("--grid density=0.2:0.1,0.1", "density: "),
+    "config grid of 1-class tasks": (["--config", "{grid}", "--grid", "num_tasks=10"], "num_tasks: 10 leaves"),
 }
 
 
@@ -351,15 +421,28 @@ def sweep_case(table: dict, case: str, tmp_path: Path, inputs: dict) -> tuple[li
     return ["--preset", "quick", *expand(argv, tmp_path, inputs)], named
 
 
-@pytest.mark.parametrize("case", list(SHARED) + list(FULL_GRID))
+ADAPTIVE = {  # what adaptive.py takes differently
+    "config with a grid": ("--config {grid}", "lr: in [grid] of"),
+    "grid": ("--grid lr=0.1,0.01", "unrecognized arguments: --grid"),
+    "set and explore one field": ("--set growth=random --growth random momentum", "growth: fixed with --set"),
+}
+
+
+@pytest.mark.parametrize("case", [*SHARED, *FULL_GRID, *SETTINGS, *GRID])
 def test_full_grid(case, tmp_path, inputs, capsys, monkeypatch):
-    argv, named = sweep_case({**SHARED, **FULL_GRID}, case, tmp_path, inputs)
+    argv, named = sweep_case({**SHARED, **FULL_GRID, **SETTINGS, **GRID}, case, tmp_path, inputs)
     fails_with_one_line(full_grid.main, argv, named, tmp_path, inputs, capsys, monkeypatch)
 
 
-@pytest.mark.parametrize("case", list(SHARED) + list(SEARCH))
+@pytest.mark.parametrize("case", [*SETTINGS, *ADAPTIVE])
+def test_adaptive(case, tmp_path, inputs, capsys, monkeypatch):
+    argv, named = sweep_case({**SETTINGS, **ADAPTIVE}, case, tmp_path, inputs)
+    fails_with_one_line(adaptive.main, argv, named, tmp_path, inputs, capsys, monkeypatch)
+
+
+@pytest.mark.parametrize("case", [*SHARED, *SEARCH, *SETTINGS, *GRID])
 def test_search(case, tmp_path, inputs, capsys, monkeypatch):
-    argv, named = sweep_case({**SHARED, **SEARCH}, case, tmp_path, inputs)
+    argv, named = sweep_case({**SHARED, **SEARCH, **SETTINGS, **GRID}, case, tmp_path, inputs)
     fails_with_one_line(search.main, [*argv, "--num-samples", "2"] if "--num-samples" not in argv else argv,
                         named, tmp_path, inputs, capsys, monkeypatch)
 
@@ -399,6 +482,8 @@ def test_analysis_report(case, tmp_path, inputs, capsys, monkeypatch):
 
 @pytest.mark.parametrize("command, named", [
     (["sweeps/full_grid.py", "--preset", "quick", "--density", "0"], "error: density: must be a number in (0, 1]"),
+    (["sweeps/full_grid.py", "--preset", "quick", "--num-tasks", "10", "--dry-run"],
+     "error: num_tasks: 10 leaves classes_per_task 1 on digits"),
     (["-m", "analysis.report", "missing-folder"], "analysis.report: error: missing-folder: no such results directory"),
 ])
 def test_as_a_subprocess(command, named, tmp_path):
