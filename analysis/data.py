@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from cldst.config import command_line
+from cldst.config import PER_TASK_FIELDS, command_line
 from cldst.results import CONFIG_COLUMNS, experiment_dirs
 from cldst.results import load as load_results
 
@@ -93,7 +93,8 @@ def settings(frame: pd.DataFrame) -> list[str]:
     for text in frame["config_json"].dropna().unique():
         saved.update(json.loads(text))
     extras = sorted(c for c in saved - set(CONFIG_COLUMNS) - NOT_A_SETTING if c in frame.columns)
-    return [c for c in CONFIG_COLUMNS if c != "seed"] + extras
+    schedules = [f"{name}_schedule" for name in PER_TASK_FIELDS if f"{name}_schedule" in frame.columns]
+    return [c for c in CONFIG_COLUMNS if c != "seed"] + extras + schedules
 
 
 def matching(frame: pd.DataFrame, values: pd.Series) -> pd.DataFrame:
@@ -131,6 +132,13 @@ def accuracy_step(matrices: Iterable) -> float:
     return 100.0 / (tasks * max(sizes.values()))
 
 
+def _schedule(value: object) -> str | None:
+    """A per-task setting's values as one hashable text ("0.2:0.1:0.1"), or None for one value for every task."""
+    if not isinstance(value, list) or len(set(value)) < 2:
+        return None
+    return ":".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+
+
 def _running_trials(runs: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     """One row per trial that has reported tasks but not finished yet."""
     finished = pd.MultiIndex.from_frame(runs[IDENTITY])
@@ -155,6 +163,11 @@ def _tidy(frame: pd.DataFrame, command: bool = False) -> pd.DataFrame:
     extra = pd.DataFrame(configs).iloc[codes].set_index(frame.index)
     extra = extra[[c for c in extra.columns if c not in frame.columns]]
     frame = pd.concat([frame, extra], axis=1)
+    for name in PER_TASK_FIELDS:  # a setting that varied over tasks is null in its column: its schedule keys it
+        schedules = [_schedule(config.get(name)) for config in configs]
+        if any(schedules):
+            frame[f"{name}_schedule"] = np.array(schedules, dtype=object)[codes]
+            frame.loc[frame[name].notna(), f"{name}_schedule"] = None
     frame["protocol"] = frame["protocol"].fillna(UNRECORDED)  # a group key: missing must not drop a run
     frame["split"] = frame["num_tasks"].astype(str) + "x" + frame["classes_per_task"].astype(str)
     if command:
