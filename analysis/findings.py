@@ -19,7 +19,7 @@ from analysis import claims, stats
 from analysis.data import accuracy_step, matching, ok_runs
 from analysis.tables import number, panel_keys, panel_title, panels, table_keys
 
-# findings.csv: the context of each comparison, then the comparison (README, "Analysis")
+# findings.csv: the context of each comparison, then the comparison (docs/guides/analysis.md)
 CONTEXT = ["benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency"]
 COLUMNS = [*CONTEXT, "topic", "density", "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high",
            "p_value", "p_adjusted", "mde", "verdict", "panel", "n_run_pairs", "n_unmatched", "sd", "family",

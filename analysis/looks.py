@@ -138,8 +138,8 @@ def sections(loaded: Loaded) -> list[str]:
                  f"{len(plan.configurations)} configurations, looks at {', '.join(map(str, plan.looks))} seeds; each "
                  f"split's primary claims tested on final {METRIC_NAMES[spec['metric']]} at each look's share of "
                  f"alpha {stats.ALPHA:g}; a "
-                 f"claim is decided when `{stats.REAL}` or smaller than {spec['min_effect']:g} points (README, "
-                 "\"Analysis\"). These verdicts are the ones the sweep stopped on.", ""]
+                 f"claim is decided when `{stats.REAL}` or smaller than {spec['min_effect']:g} points "
+                 "(docs/guides/analysis.md). These verdicts are the ones the sweep stopped on.", ""]
         lines += [f"- {line}" for line in look_lines(result, fixed, len(plan.configurations))] or ["- no look yet"]
         lines += ["", "| claim | verdict |", "|---|---|"]
         lines += [f"| {claim} | {result.verdicts.get(claim, 'open')} |" for claim in result.claims]

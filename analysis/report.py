@@ -208,7 +208,7 @@ def _results(table: pd.DataFrame) -> str:
 
 def _findings(found: list[Finding], rows: pd.DataFrame) -> str:
     lines = ["## Findings", "",
-             "Every \"beats\" and \"wins\" below is a seed-paired test (README, \"Analysis\"): the paired t-test of "
+             "Every \"beats\" and \"wins\" below is a seed-paired test (docs/guides/analysis.md): the paired t-test of "
              "the per-seed differences in final test ACC and its 95% CI, corrected within a family. Each benchmark "
              "split is one family of main effects, each with its own variance: ERK against uniform (runs paired "
              "on seed, growth criterion and density, averaged within the seed over the cells both ran) and each "

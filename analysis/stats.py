@@ -14,7 +14,7 @@ here, and made the same way:
 - **Test.** The paired t-test: a one-sample t-test of the per-seed differences against 0
   (`scipy.stats.ttest_1samp`) with its 95% t-interval. It is exact under Gaussian seed noise at any
   n >= 2, and each claim keeps its own variance: pooling variances across claims was measured to
-  break the error rate when variances differ (README, "Analysis").
+  break the error rate when variances differ (docs/guides/analysis.md).
 - **The accuracy lattice.** Accuracies count test images, so differences move in steps of one image
   (`step`, in ACC points). Where the differences spread less than one step, their spread measures the
   lattice, not the seeds, and t is meaningless (arbitrarily large): such a comparison is a tie of

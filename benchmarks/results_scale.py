@@ -6,7 +6,7 @@ folders of N trials x 10 tasks, as the sweep leaves them (two part files per tri
   python -m benchmarks.results_scale --quick    # 24 and 240 trials, in about a minute
 
 Each folder is written through `cldst.results`' own writer: the paper's 24 configurations (2 inits x 4 growths
-x 3 densities) with N / 24 seeds each, clean protocol, a validation split. Goals (issue 19): the report at
+x 3 densities) with N / 24 seeds each, clean protocol, a validation split. Goals: the report at
 10,000 trials within 3x its time at 200, and `load` within 2x of the bare scan. Then a stray file and a
 truncated part are put in each folder: the report must name both and merge neither. Needs no GPU and no Ray.
 """

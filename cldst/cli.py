@@ -39,6 +39,9 @@ HELP = {
     "benchmark": "cifar100 (default), cifar10, miniimagenet, tinyimagenet, mnist, fashion-mnist, digits (bundled), "
                  "synthetic",
     "net": "resnet18, mobilenetv2, vgg16, lenet5, mlp (default: the benchmark's)",
+    "num_classes": "classes used; must equal tasks x classes per task (default: the benchmark's, or their product)",
+    "num_tasks": "tasks in the split; give it or --num-classes-per-task and the other follows",
+    "classes_per_task": "classes in each task; give it or --num-tasks and the other follows",
     "class_order_seed": "permute the class order with this seed (default: label order)",
     "sparse_init": "uniform or ERK", "prune": "magnitude, SET or Taylor_FO (a comma list: one per task)",
     "growth": "random, unfired (random_unfired), momentum or gradient (a comma list: one per task)",
@@ -52,6 +55,14 @@ HELP = {
     "precision": "bf16 autocast on CUDA or fp32 (default: the protocol's, bf16 for clean)",
     "val_fraction": "hold out this share of each class's training images for validation (default 0)",
     "device": "auto, cpu or cuda",
+    "optimizer": "adam or sgd (Nesterov, with --momentum)",
+    "lr": "learning rate, x0.1 at 50%% and 75%% of the epochs (default: the benchmark's)",
+    "momentum": "SGD's momentum (default 0.9)",
+    "weight_decay": "L2 weight decay (default 0)",
+    "epochs": "epochs per task (default: the benchmark's)",
+    "batch_size": "training batch size (default: the benchmark's)",
+    "eval_batch_size": "evaluation batch size; BatchNorm uses batch statistics at test time, as the reference",
+    "seed": "seeds the run: on the CPU the same seed gives identical results (default 0)",
 }
 
 

@@ -5,7 +5,7 @@
 Runs `cldst train` unchanged and writes HEAD_JSON: one record per prune-and-regrow update, with the task,
 the update's number within the task, the density of the task's own classifier rows and the number of
 active weights in every other class's rows. docs/parity.md uses it to compare the pruning at exact zeros
-before and after issue 20 (in tasks >= 1 the other classes' rows start at 0 and get no gradient).
+before and after the change to it (in tasks >= 1 the other classes' rows start at 0 and get no gradient).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def check_address(option: str | None) -> None:
 
 PROBE_SECONDS = 15
 TOKEN_HELP = ("put the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (on the head: ray get-auth-token); "
-              "see the README's security notes")
+              "see docs/guides/cluster.md, \"Security\"")
 
 
 def token_source() -> str | None:

@@ -12,8 +12,8 @@ Every trial's per-task metrics land in <results>/tasks and one row per trial in 
 (Parquet). Rerunning the same command (same --name) resumes: finished trials are not rerun,
 unfinished ones continue from their last task checkpoint.
 
-With --looks, the grid runs seeds 0, 1, ... look by look: after each look, each split's primary claims (init at
-each density, each growth pair over the cells) are tested on final validation ACC (--val-fraction, default 0.1 with
+With --looks, the grid runs seeds 0, 1, ... look by look: after each look, each split's primary claims (ERK against
+uniform and each growth pair, as main effects) are tested on final validation ACC (--val-fraction, default 0.1 with
 --looks) at the look's share of alpha, and the next look's seeds run only while some claim is neither real nor
 smaller than --min-effect points (analysis/looks.py).
 """

@@ -71,7 +71,7 @@ class SnapshotCost(logging.Filter):
             self.warned = True
             print(f"warning: saving the sweep's state to {self.storage} took {spent:.1f} s of the driver's last "
                   f"{self.window:.0f} s ({len(self._recent)} snapshots), time in which it handles no trial; run the "
-                  f"driver near that storage, or see the README's 'Storage on a cluster'", flush=True)
+                  f"driver near that storage, or see docs/guides/cluster.md, 'Storage on a cluster'", flush=True)
 
     def summary(self) -> str:
         return (f"Ray Tune state saved to {self.storage} {self.count} times, {self.seconds:.1f} s of the driver's "

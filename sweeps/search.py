@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="Optuna sampler (default tpe)")
     parser.add_argument("--seed", type=int, help="seed of every run and of the sampler (default 0)")
     # 2: on the quick preset, validation ACC after task 1 barely ranks the final one (Spearman 0.19), after task 2
-    # it does (0.86); README, "Sweeps on a Ray cluster".
+    # it does (0.86); docs/experiments/measurements.md, "ASHA's grace period".
     parser.add_argument("--grace-period", type=int, default=2,
                         help="tasks a trial learns before ASHA may stop it (default 2)")
     parser.add_argument("--reduction-factor", type=float, default=2.0, help="ASHA keeps 1/this at each rung")

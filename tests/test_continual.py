@@ -153,6 +153,7 @@ def test_resume_after_any_task_equals_an_uninterrupted_run(bench, tmp_path):
         assert all(torch.equal(final[name], expected[name]) for name in expected), f"after task {done - 1}"
 
 
+@pytest.mark.slow  # three whole runs; resuming equals an uninterrupted run is the quick tier's determinism check
 def test_same_seed_same_results_and_other_seed_differs(bench):
     first, _ = run_with_states(small_config(growth="random"), bench)
     again, _ = run_with_states(small_config(growth="random"), bench)

@@ -21,6 +21,7 @@ def bench():
     return common.synthetic_cifar100(train_per_class=8, test_per_class=1)
 
 
+@pytest.mark.slow  # the whole benchmark, every cell: the longest single test outside Ray
 def test_cpu_quick_run_passes_the_check_and_measures_every_cell():
     out = fusion.main(["--device", "cpu", "--quick", "--no-append"])
     assert [(r["net"], r["pass/fail"]) for r in out["check"]] == [("resnet18", "pass")]

@@ -125,7 +125,9 @@ CRITERIA = [(prune, growth) for prune in PRUNES for growth in GROWTH_SCORES]
 SETTINGS = [(init, density, rate) for init in ("uniform", "ERK") for density in (0.05, 0.1, 0.2) for rate in (0.5, 1.0)]
 
 
-@pytest.mark.parametrize("net", ["resnet18", "mobilenetv2", "vgg16"])
+# The quick tier runs mobilenetv2's 12 settings (every pair); resnet18's and vgg16's take minutes more on 2 cores.
+@pytest.mark.parametrize("net", [pytest.param("resnet18", marks=pytest.mark.slow), "mobilenetv2",
+                                 pytest.param("vgg16", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("setting", range(len(SETTINGS)))
 def test_exact_layer_counts_through_updates_of_every_criterion(net, setting):
     sparse_init, density, death_rate = SETTINGS[setting]
