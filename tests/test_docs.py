@@ -106,6 +106,7 @@ COMMANDS = documented_commands()
 def test_every_documented_command_parses(where: str, command: str, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # a dry run writes nothing; if one did, it would land here
+    (tmp_path / "examples").symlink_to(REPO / "examples")  # the docs' paths are the checkout's
     run_documented(command)
 
 
