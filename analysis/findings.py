@@ -10,6 +10,7 @@ expect.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from analysis.tables import number, panel_keys, panel_title, panels, table_keys
 CONTEXT = ["benchmark", "net", "protocol", "num_tasks", "classes_per_task", "update_frequency"]
 COLUMNS = [*CONTEXT, "topic", "density", "sparse_init", "a", "b", "n_pairs", "diff", "ci_low", "ci_high",
            "p_value", "p_adjusted", "mde", "verdict", "panel", "n_run_pairs", "n_unmatched", "sd", "family",
-           "family_size", "level", "seeds_needed", "tie", "reversed_cells", "heterogeneity_p", "growth"]
+           "family_size", "level", "seeds_needed", "tie", "reversed_cells", "heterogeneity_p", "growth", "settings"]
 # Differences below this print as 0.00: BWT at 0 is the isolation promise.
 TIE = 0.005
 ONE_POINT = 1.0  # the difference the per-split power statement asks about, in ACC points
@@ -54,12 +55,22 @@ def comparisons(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         mine = matching(finished, panel.iloc[0][keys])
         rows = claims.split_claims(mine, "acc", accuracy_step(mine["acc_matrix"])) if len(mine) else pd.DataFrame()
         if not rows.empty:
-            out.append(claims.decide(rows, title).assign(panel=title, **{k: panel.iloc[0][k] for k in CONTEXT}))
+            out.append(claims.decide(rows, title).assign(panel=title, settings=settings_text(panel.iloc[0], keys),
+                                                         **{k: panel.iloc[0][k] for k in CONTEXT}))
     for question, title, split in compared_splits(finished, keys):
         rows = claims.split_claims(split, "acc", accuracy_step(split["acc_matrix"]), (question,))
         if not rows.empty:
-            out.append(claims.decide(rows, title).assign(panel=title, **split.iloc[0][CONTEXT].to_dict()))
+            held = [k for k in keys if k != question.factor]
+            out.append(claims.decide(rows, title).assign(panel=title, settings=settings_text(split.iloc[0], held),
+                                                         **split.iloc[0][CONTEXT].to_dict()))
     return pd.concat(out, ignore_index=True).reindex(columns=COLUMNS) if out else pd.DataFrame(columns=COLUMNS)
+
+
+def settings_text(run: pd.Series, keys: list[str]) -> str:
+    """The split's settings beyond CONTEXT (a crossed lr, a prune criterion, ...) as JSON, for findings.csv."""
+    named = {k: run[k] for k in keys if k not in CONTEXT}
+    return json.dumps({k: None if pd.isna(v) else v.item() if hasattr(v, "item") else v for k, v in named.items()},
+                      sort_keys=True)
 
 
 def compared_splits(finished: pd.DataFrame, keys: list[str]) -> list[tuple[claims.Question, str, pd.DataFrame]]:

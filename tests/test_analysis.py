@@ -567,6 +567,8 @@ def test_a_crossed_prune_criterion_is_a_family_of_its_own_and_its_levels_are_nev
     assert panels == {f"digits · mlp · 5 tasks x 2 classes · update every 10 · protocol clean · prune={prune}"
                       for prune in ("SET", "magnitude")}
     assert set(rows.loc[rows["panel"].isin(panels), "verdict"]) == {"not established"}  # nothing but prune differs
+    assert set(rows.loc[rows["panel"].isin(panels), "settings"]) == {'{"prune": "SET"}', '{"prune": "magnitude"}'}
+    assert set(compared["settings"]) == {"{}"}  # the split's other settings: none beyond the context columns
     summary = pd.read_csv(tmp_path / "out" / "tables" / "summary.csv")
     assert len(summary) == 16 and set(summary.groupby("prune")["n_ok"].sum()) == {6 * 8}
     text = (tmp_path / "out" / "report.md").read_text()
