@@ -268,3 +268,14 @@ def test_the_calibration_decides_a_split_exactly_as_the_report_does() -> None:
     assert report["topic"].tolist() == calibration.TOPICS and report["parent"].tolist() == calibration.PARENTS
     np.testing.assert_array_equal(report["verdict"].eq(stats.REAL).to_numpy(), calibration.real(acc, 0.0)[0])
 
+
+
+def test_a_family_reads_real_not_established_and_not_tested() -> None:
+    """The report prints the verdicts as they are. Holm over the two tested claims: 0.001 x 2 = 0.002 is real,
+    0.3 is not established, and a single pair is not tested."""
+    rows = pd.DataFrame([stats.compare(pd.Series(a, index=range(len(a))), pd.Series(0.0, index=range(len(a))))
+                         for a in ([3.0, 3.1, 2.9, 3.05, 2.95], [0.5, -1.0, 1.5, -0.2, 0.4], [1.0])])
+    rows["p_value"] = [0.001, 0.3, np.nan]
+    family = stats.family(rows, "verdicts")
+    np.testing.assert_allclose(family["p_adjusted"], [0.002, 0.3, np.nan])
+    assert family["verdict"].tolist() == ["real", "not established", "not tested"]
