@@ -10,6 +10,8 @@ init cells (densities) and the 36 growth cells gated below their main effects.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -279,3 +281,15 @@ def test_a_family_reads_real_not_established_and_not_tested() -> None:
     family = stats.family(rows, "verdicts")
     np.testing.assert_allclose(family["p_adjusted"], [0.002, 0.3, np.nan])
     assert family["verdict"].tolist() == ["real", "not established", "not tested"]
+
+
+@pytest.mark.parametrize("leading", [(), (4,), (2, 3)])
+@pytest.mark.parametrize("pairs", [1, 5])
+def test_every_field_of_a_paired_test_has_the_leading_shape(leading: tuple[int, ...], pairs: int) -> None:
+    """One test per leading index, each over the last axis: a (2, 3, 5) array is six tests of 5 pairs."""
+    differences = np.random.default_rng(pairs).normal(1.0, 1.0, size=(*leading, pairs))
+    test = stats.paired_test(differences)
+    for field in dataclasses.fields(test):
+        assert np.shape(getattr(test, field.name)) == leading, field.name
+    assert np.all(test.n == pairs)
+    np.testing.assert_allclose(test.diff, differences.mean(axis=-1))
