@@ -301,12 +301,14 @@ def test_a_spread_of_exactly_one_step_is_seeds_not_the_lattice() -> None:
     assert not bool(test.tie) and float(test.p_value) == pytest.approx(scipy.stats.ttest_1samp([0, 1, 2], 0).pvalue)
 
 
-def test_the_sign_flip_p_is_exact_up_to_16_pairs() -> None:
+def test_the_sign_flip_p_is_exact_up_to_16_pairs_and_estimated_closely_beyond() -> None:
     """1, 2 and -1: of the 8 sign patterns, 6 have a mean as far from 0 as 2/3 (all but +-(1 - 2 + 1)). Sixteen
     equal differences: only the two patterns of one sign, 2 / 2^16, which no Monte Carlo estimate of 2^16 draws
-    gives exactly."""
+    gives exactly; however many rows are tested at once. Twenty: 2 / 2^20, estimated from 2^16 draws (below 1e-4)."""
     assert stats.sign_flip_p(np.array([[1.0, 2.0, -1.0], [2.0, 2.0, 2.0]])).tolist() == [0.75, 0.25]
     assert float(stats.sign_flip_p(np.full((1, 16), 0.5))[0]) == pytest.approx(2 / 2**16, rel=1e-9)
+    assert stats.sign_flip_p(np.full((20, 3), 0.5)).tolist() == [0.25] * 20
+    assert float(stats.sign_flip_p(np.full((1, 20), 0.5))[0]) < 1e-4
 
 
 def test_claims_that_pass_all_their_weight_to_each_other_leave_a_third_claims_level_alone() -> None:
@@ -357,9 +359,10 @@ def test_with_no_difference_the_leader_is_the_first_named() -> None:
 
 def test_a_familys_verdict_seeds_needed_and_the_edge_of_alpha() -> None:
     """Two pairs are a test; an adjusted p of exactly ALPHA is not below it; the seeds needed are those at which the
-    difference seen would be found at the claim's level, and none for a tie or a single pair."""
+    difference seen would be found at the claim's level, and none for a tie (a spread of 0.005: no t-test) or a
+    single pair."""
     rows = pd.DataFrame([stats.compare(pd.Series(a, index=range(len(a))), pd.Series(0.0, index=range(len(a))))
-                         for a in ([2.0, 4.0], [1.0, 2.0, 1.5], [1.0, 1.0, 1.0], [1.0])])
+                         for a in ([2.0, 4.0], [1.0, 2.0, 1.5], [1.0, 1.005, 0.995], [1.0])])
     rows["p_value"] = [0.001, 0.025, 0.25, np.nan]  # Holm over three: 0.001 x 3, 0.025 x 2 = 0.05, 0.25
     family = stats.family(rows, "edges")
     np.testing.assert_allclose(family["p_adjusted"], [0.003, 0.05, 0.25, np.nan])
