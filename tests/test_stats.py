@@ -324,6 +324,7 @@ def test_a_gated_claim_with_p_0_stays_shut_until_its_parent_is_rejected() -> Non
 
 
 def test_adjusted_p_values_are_capped_at_1() -> None:
+    assert stats.holm([0.6, 0.7]).tolist() == [1.0, 1.0]  # 1.2, then 0.7 made monotone
     assert stats.graphical([0.6, 0.7], *stats.holm_graph(2)).tolist() == [1.0, 1.0]  # 1.2 and 1.4 by Holm
     assert stats.graphical([0.9, 0.95], *stats.holm_graph(2), until=0.05).tolist() == [1.0, 1.0]  # stopped at 1.8
 
