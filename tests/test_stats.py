@@ -371,3 +371,9 @@ def test_a_familys_verdict_seeds_needed_and_the_edge_of_alpha() -> None:
     assert family["seeds_needed"].tolist()[:2] == [stats.seeds_needed(3.0, 2 ** 0.5, stats.ALPHA / 3),
                                                    stats.seeds_needed(1.5, 0.5, stats.ALPHA / 3)]
     assert family["seeds_needed"].iloc[2:].isna().all() and family["tie"].tolist()[2] is True
+
+
+def test_holms_graph_passes_each_claims_weight_equally_to_the_others() -> None:
+    weights, transitions = stats.holm_graph(3)
+    np.testing.assert_allclose(weights, [1 / 3] * 3)
+    np.testing.assert_allclose(transitions, [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
