@@ -295,6 +295,15 @@ def test_erk_gives_the_leftover_weights_to_the_largest_remainders():
     are 3.83, 4.47 and 3.19. The floors (3, 4, 3) are 2 short of round(11.5) = 12: the two largest remainders
     (3.83, then 4.47) get one each."""
     assert layer_counts({"a": (3, 3), "b": (2, 5), "c": (4, 1)}, 0.5, "ERK") == {"a": 4, "b": 5, "c": 3}
+    # 3x3 and 2x5 alone: ideal 6 and 7 x 9.5 / 13 = 4.38 and 5.12, one short of round(9.5) = 10: the smaller layer's
+    # larger remainder takes it
+    assert layer_counts({"a": (3, 3), "b": (2, 5)}, 0.5, "ERK") == {"a": 5, "b": 5}
+
+
+def test_erk_raises_the_ratio_to_the_given_power():
+    densities = erk_densities(SHAPES, 0.1, power=0.5)
+    ratios = [d / (sum(SHAPES[n]) / math.prod(SHAPES[n])) ** 0.5 for n, d in densities.items()]
+    assert max(densities.values()) < 1 and max(ratios) == pytest.approx(min(ratios))
 
 
 def test_erk_at_full_density_is_dense_everywhere():
