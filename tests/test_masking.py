@@ -353,6 +353,9 @@ def test_momentum_growth_reads_adams_normalised_moment_then_sgds_buffer_then_the
     score = GROWTH_SCORES["momentum"]
     adam = {"exp_avg": torch.tensor([0.1, -0.2, 0.3]), "exp_avg_sq": torch.tensor([1e-4, 0.04, 0.36])}
     torch.testing.assert_close(score(weight, grad, adam, generator, fired), torch.tensor([10.0, 1.0, 0.5]))
+    # a second moment as small as the epsilon: 1e-8 / (sqrt(1e-16) + 1e-8)
+    tiny = {"exp_avg": torch.tensor([1e-8]), "exp_avg_sq": torch.tensor([1e-16])}
+    torch.testing.assert_close(score(torch.zeros(1), None, tiny, generator, fired[:1]), torch.tensor([0.5]))
     sgd = {"momentum_buffer": torch.tensor([-3.0, 1.0, 2.0])}
     assert score(weight, grad, sgd, generator, fired).tolist() == [3.0, 1.0, 2.0]
     for no_moment in ({}, {"momentum_buffer": None}):
