@@ -341,6 +341,12 @@ def test_set_prune_takes_the_odd_one_from_the_non_negative_side(k, dropped):
     assert set_prune(weight, torch.ones(6, dtype=torch.bool), k).tolist() == dropped
 
 
+def test_set_pruning_through_prune_splits_the_signs():
+    weight = torch.tensor([0.1, 0.2, 0.3, -0.1, -0.2, -0.3])
+    drop, removed = prune("SET", weight, None, torch.ones(6, dtype=torch.bool), 2)
+    assert drop.tolist() == [True, False, False, True, False, False] and removed == 2
+
+
 def test_set_prune_takes_the_rest_from_the_other_side_when_one_runs_short():
     weight, mask = torch.tensor([0.1, -0.1, -0.2, -0.3, -0.4]), torch.ones(5, dtype=torch.bool)
     assert set_prune(weight, mask, 4).tolist() == [True, True, True, True, False]  # one non-negative, three negative
