@@ -290,3 +290,168 @@ def test_pruning_at_exact_zeros_is_the_references(criterion, zeros, removed):
     after = masking.mask["classifier.weight"]
     assert int((before & ~after).sum()) == int((after & ~before).sum()) == removed
     assert int(after.sum()) == 200
+
+
+def test_erk_gives_the_leftover_weights_to_the_largest_remainders():
+    """Shapes 3x3, 2x5, 4x1 at density 0.5: raw ERK 6/9, 7/10, 5/4, scale 11.5 / (6 + 7 + 5), so the ideal counts
+    are 3.83, 4.47 and 3.19. The floors (3, 4, 3) are 2 short of round(11.5) = 12: the two largest remainders
+    (3.83, then 4.47) get one each."""
+    assert layer_counts({"a": (3, 3), "b": (2, 5), "c": (4, 1)}, 0.5, "ERK") == {"a": 4, "b": 5, "c": 3}
+    # 3x3 and 2x5 alone: ideal 6 and 7 x 9.5 / 13 = 4.38 and 5.12, one short of round(9.5) = 10: the smaller layer's
+    # larger remainder takes it
+    assert layer_counts({"a": (3, 3), "b": (2, 5)}, 0.5, "ERK") == {"a": 5, "b": 5}
+
+
+def test_erk_raises_the_ratio_to_the_given_power():
+    densities = erk_densities(SHAPES, 0.1, power=0.5)
+    ratios = [d / (sum(SHAPES[n]) / math.prod(SHAPES[n])) ** 0.5 for n, d in densities.items()]
+    assert max(densities.values()) < 1 and max(ratios) == pytest.approx(min(ratios))
+
+
+def test_erk_at_full_density_is_dense_everywhere():
+    assert erk_densities(SHAPES, 1.0) == {name: 1.0 for name in SHAPES}
+    assert layer_counts(SHAPES, 1.0, "ERK") == {name: math.prod(shape) for name, shape in SHAPES.items()}
+
+
+@pytest.mark.parametrize(("step", "total_steps", "rate"), [
+    (0, 0, 0.5), (0, 1, 0.5), (1, 1, 0.005), (150, 100, 0.005),
+    (25, 100, 0.005 + 0.5 * 0.495 * (1 + math.sqrt(0.5)))])  # a quarter of the way: cos(pi / 4)
+def test_death_rate_schedule_at_its_edges(step, total_steps, rate):
+    """A task of no steps stays at the start; steps past the end stay at the floor."""
+    assert death_rate_at(step, total_steps, 0.5) == pytest.approx(rate)
+
+
+def test_taylor_fo_prunes_the_smallest_first_order_terms_whatever_their_sign():
+    """|w x g| of 1, 2, 3 and 0.4: the two smallest are weights 3 and 0; magnitude alone would take 0 and 1."""
+    weight, grad = torch.tensor([1.0, -2.0, 3.0, -4.0]), torch.tensor([1.0, 1.0, -1.0, 0.1])
+    everything = torch.ones(4, dtype=torch.bool)
+    drop, removed = prune("Taylor_FO", weight, grad, everything, 2)
+    assert drop.tolist() == [True, False, False, True] and removed == 2
+    assert prune("magnitude", weight, grad, everything, 2)[0].tolist() == [True, True, False, False]
+    assert prune("Taylor_FO", weight, None, everything, 2)[0].tolist() == [True, True, False, False]  # no gradient
+
+
+@pytest.mark.parametrize(("k", "dropped"), [
+    (1, [True, False, False, False, False, False]),
+    (2, [True, False, False, True, False, False]),
+    (3, [True, True, False, True, False, False]),
+    (5, [True, True, True, True, True, False])])
+def test_set_prune_takes_the_odd_one_from_the_non_negative_side(k, dropped):
+    """Weights 0, 0.2, 0.3 (non-negative, 0 included) and -0.1, -0.2, -0.3: ceil(k / 2) from the smallest
+    non-negative ones, the rest from the negative ones closest to 0."""
+    weight = torch.tensor([0.0, 0.2, 0.3, -0.1, -0.2, -0.3])
+    assert set_prune(weight, torch.ones(6, dtype=torch.bool), k).tolist() == dropped
+
+
+def test_set_pruning_through_prune_splits_the_signs():
+    weight = torch.tensor([0.1, 0.2, 0.3, -0.1, -0.2, -0.3])
+    drop, removed = prune("SET", weight, None, torch.ones(6, dtype=torch.bool), 2)
+    assert drop.tolist() == [True, False, False, True, False, False] and removed == 2
+
+
+def test_set_prune_takes_the_rest_from_the_other_side_when_one_runs_short():
+    weight, mask = torch.tensor([0.1, -0.1, -0.2, -0.3, -0.4]), torch.ones(5, dtype=torch.bool)
+    assert set_prune(weight, mask, 4).tolist() == [True, True, True, True, False]  # one non-negative, three negative
+    assert set_prune(-weight, mask, 4).tolist() == [True, True, True, True, False]  # one negative, three positive
+
+
+def test_momentum_growth_reads_adams_normalised_moment_then_sgds_buffer_then_the_gradient():
+    weight, grad, generator = torch.zeros(3), torch.tensor([0.5, -4.0, 1.0]), torch.Generator()
+    fired = torch.zeros(3, dtype=torch.bool)
+    score = GROWTH_SCORES["momentum"]
+    adam = {"exp_avg": torch.tensor([0.1, -0.2, 0.3]), "exp_avg_sq": torch.tensor([1e-4, 0.04, 0.36])}
+    torch.testing.assert_close(score(weight, grad, adam, generator, fired), torch.tensor([10.0, 1.0, 0.5]))
+    # a second moment as small as the epsilon: 1e-8 / (sqrt(1e-16) + 1e-8)
+    tiny = {"exp_avg": torch.tensor([1e-8]), "exp_avg_sq": torch.tensor([1e-16])}
+    torch.testing.assert_close(score(torch.zeros(1), None, tiny, generator, fired[:1]), torch.tensor([0.5]))
+    sgd = {"momentum_buffer": torch.tensor([-3.0, 1.0, 2.0])}
+    assert score(weight, grad, sgd, generator, fired).tolist() == [3.0, 1.0, 2.0]
+    for no_moment in ({}, {"momentum_buffer": None}):
+        assert score(weight, grad, no_moment, generator, fired).tolist() == [0.5, 4.0, 1.0]
+    assert score(weight, None, {}, generator, fired).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_gradient_growth_switches_on_the_largest_gradients_and_the_update_records_them():
+    """200 of 400 weights active, death rate 0.3 (k = 60); the 60 inactive weights with the largest |gradient|
+    (of either sign) grow, and `record` holds exactly the removed and the grown."""
+    masking, optimizer, before = head_with_zeros(0, "magnitude")
+    weight = masking.params["classifier.weight"]
+    inactive = (~before).flatten().nonzero().flatten()
+    largest = inactive[torch.randperm(200, generator=torch.Generator().manual_seed(3))[:60]]
+    grad = torch.where(before, 1.0, 0.5).flatten()
+    grad[largest] = torch.linspace(2.0, 20.0, 60) * torch.tensor([1.0, -1.0]).repeat(30)
+    weight.grad = grad.view(10, 40)
+    record = {}
+    masking.update(0.3, optimizer, torch.Generator().manual_seed(4), record)
+    removed, grown = record["classifier.weight"]
+    assert sorted(grown.flatten().nonzero().flatten().tolist()) == sorted(largest.tolist())
+    assert torch.equal(removed, before & ~masking.mask["classifier.weight"]) and int(removed.sum()) == 60
+
+
+@pytest.mark.parametrize(("death_rate", "moved"), [(0.0, None), (0.001, 1), (0.3, 60)])
+def test_the_smallest_death_rates_move_ceil_of_rate_x_count(death_rate, moved):
+    """Even at a rate far below one weight (0.2 of one), one weight moves; at 0, the layer is left alone."""
+    masking, optimizer, before = head_with_zeros(0, "magnitude")
+    record = {}
+    masking.update(death_rate, optimizer, torch.Generator().manual_seed(4), record)
+    if moved is None:
+        assert record == {} and torch.equal(masking.mask["classifier.weight"], before)
+    else:
+        assert [int(part.sum()) for part in record["classifier.weight"]] == [moved, moved]
+
+
+def test_task_0_trains_the_models_own_init_inside_its_mask():
+    torch.manual_seed(0)
+    model = build_model("mlp", 1, 8, 10)
+    init = {name: p.detach().clone() for name, p in maskable_parameters(model).items()}
+    masking = Masking(model, "uniform", True, 2)
+    masking.start_task(0, torch.Generator().manual_seed(1), 0.3, "magnitude", "random")
+    for name, p in masking.params.items():
+        inside = masking.mask[name]
+        assert torch.equal(p[inside], init[name][inside]) and torch.all(p[inside] != 0) and torch.all(p[~inside] == 0)
+
+
+def test_end_task_reports_density_capacity_reuse_and_fired_weights():
+    """Two tasks of 200 of the 400 head weights each: the second's overlap with the first is its reused share, the
+    union is the capacity used, and the fired weights are those of the last task's mask and its regrowth."""
+    model = Head()
+    masking = Masking(model, "uniform", True, 2)
+    masking.start_task(0, torch.Generator().manual_seed(0), 0.5, "magnitude", "random")
+    first = masking.mask["classifier.weight"].clone()
+    assert masking.end_task() == {"task_density": 0.5, "capacity_used": 0.5, "reused_fraction": 0.0,
+                                  "fired_fraction": 0.5}
+    masking.start_task(1, torch.Generator().manual_seed(1), 0.5, "magnitude", "random")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    masking.update(0.5, optimizer, torch.Generator().manual_seed(2))
+    second, fired = masking.mask["classifier.weight"].clone(), masking.fired["classifier.weight"].clone()
+    assert int(fired.sum()) > 200  # the update grew 100 never-active weights of this task
+    stats = masking.end_task()
+    assert stats == {"task_density": 0.5, "capacity_used": int((first | second).sum()) / 400,
+                     "reused_fraction": int((first & second).sum()) / 200, "fired_fraction": int(fired.sum()) / 400}
+    assert 0 < stats["reused_fraction"] < 1 and torch.equal(masking.task_mask(1)["classifier.weight"], second)
+
+
+def test_a_snapshot_restores_the_subnetwork_its_counts_and_the_head_bias():
+    model, masking = make_engine(density=0.3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    train_steps(model, masking, optimizer, 2)
+    snap = masking.snapshot()
+    saved = {name: p.detach().clone() for name, p in model.named_parameters()}
+    masks = {name: mask.clone() for name, mask in masking.mask.items()}
+    fired = {name: f.clone() for name, f in masking.fired.items()}  # an update grows fired masks in place
+    counts = dict(masking.counts)
+    masking.update(0.5, optimizer, torch.Generator().manual_seed(2))
+    train_steps(model, masking, optimizer, 2)
+    masking.restore(snap)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, saved[name]), name
+    assert all(torch.equal(masking.mask[n], masks[n]) and torch.equal(masking.fired[n], fired[n]) for n in masks)
+    assert masking.counts == counts
+    train_steps(model, masking, optimizer, 1)  # training goes on inside the restored mask
+    assert all(torch.all(p[~masks[n]] == 0) for n, p in masking.params.items())
+
+
+def test_a_parameter_that_is_neither_maskable_nor_the_head_bias_is_refused():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))  # a hidden bias: no task could own part of it
+    with pytest.raises(ValueError, match=r"cannot isolate tasks: parameters \['0.bias'\] are neither maskable"):
+        Masking(model, "uniform", True, 2)

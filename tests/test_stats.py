@@ -10,6 +10,8 @@ init cells (densities) and the 36 growth cells gated below their main effects.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -268,3 +270,110 @@ def test_the_calibration_decides_a_split_exactly_as_the_report_does() -> None:
     assert report["topic"].tolist() == calibration.TOPICS and report["parent"].tolist() == calibration.PARENTS
     np.testing.assert_array_equal(report["verdict"].eq(stats.REAL).to_numpy(), calibration.real(acc, 0.0)[0])
 
+
+
+def test_a_family_reads_real_not_established_and_not_tested() -> None:
+    """The report prints the verdicts as they are. Holm over the two tested claims: 0.001 x 2 = 0.002 is real,
+    0.3 is not established, and a single pair is not tested."""
+    rows = pd.DataFrame([stats.compare(pd.Series(a, index=range(len(a))), pd.Series(0.0, index=range(len(a))))
+                         for a in ([3.0, 3.1, 2.9, 3.05, 2.95], [0.5, -1.0, 1.5, -0.2, 0.4], [1.0])])
+    rows["p_value"] = [0.001, 0.3, np.nan]
+    family = stats.family(rows, "verdicts")
+    np.testing.assert_allclose(family["p_adjusted"], [0.002, 0.3, np.nan])
+    assert family["verdict"].tolist() == ["real", "not established", "not tested"]
+
+
+@pytest.mark.parametrize("leading", [(), (4,), (2, 3)])
+@pytest.mark.parametrize("pairs", [1, 5])
+def test_every_field_of_a_paired_test_has_the_leading_shape(leading: tuple[int, ...], pairs: int) -> None:
+    """One test per leading index, each over the last axis: a (2, 3, 5) array is six tests of 5 pairs."""
+    differences = np.random.default_rng(pairs).normal(1.0, 1.0, size=(*leading, pairs))
+    test = stats.paired_test(differences)
+    for field in dataclasses.fields(test):
+        assert np.shape(getattr(test, field.name)) == leading, field.name
+    assert np.all(test.n == pairs)
+    np.testing.assert_allclose(test.diff, differences.mean(axis=-1))
+
+
+def test_a_spread_of_exactly_one_step_is_seeds_not_the_lattice() -> None:
+    """Differences of 0, 1 and 2 images (step 1): their sd is exactly one step, so they are tested by t."""
+    test = stats.paired_test([0.0, 1.0, 2.0], step=1.0)
+    assert not bool(test.tie) and float(test.p_value) == pytest.approx(scipy.stats.ttest_1samp([0, 1, 2], 0).pvalue)
+
+
+def test_the_sign_flip_p_is_exact_up_to_16_pairs_and_estimated_closely_beyond() -> None:
+    """1, 2 and -1: of the 8 sign patterns, 6 have a mean as far from 0 as 2/3 (all but +-(1 - 2 + 1)). Sixteen
+    equal differences: only the two patterns of one sign, 2 / 2^16, which no Monte Carlo estimate of 2^16 draws
+    gives exactly; however many rows are tested at once. Twenty: 2 / 2^20, estimated from 2^16 draws (below 1e-4)."""
+    assert stats.sign_flip_p(np.array([[1.0, 2.0, -1.0], [2.0, 2.0, 2.0]])).tolist() == [0.75, 0.25]
+    assert float(stats.sign_flip_p(np.full((1, 16), 0.5))[0]) == pytest.approx(2 / 2**16, rel=1e-9)
+    assert stats.sign_flip_p(np.full((20, 3), 0.5)).tolist() == [0.25] * 20
+    assert float(stats.sign_flip_p(np.full((1, 20), 0.5))[0]) < 1e-4
+
+
+def test_claims_that_pass_all_their_weight_to_each_other_leave_a_third_claims_level_alone() -> None:
+    """Claims 0 and 1 (1/4 each) pass everything to each other, claim 2 (1/2) to no one. By hand: 0.01 / 0.25 =
+    0.04 first; claim 1 then holds 1/2 (0.02 / 0.5 = 0.04); claim 2 keeps its 1/2 (0.03 / 0.5 = 0.06)."""
+    transitions = [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+    np.testing.assert_allclose(stats.graphical([0.01, 0.02, 0.03], [0.25, 0.25, 0.5], transitions), [0.04, 0.04, 0.06])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the shut cell's 0 / 0, which is discarded
+def test_a_gated_claim_with_p_0_stays_shut_until_its_parent_is_rejected() -> None:
+    assert stats.graphical([0.5, 0.0], [1.0, 0.0], [[0, 1], [1, 0]]).tolist() == [0.5, 0.5]
+
+
+def test_adjusted_p_values_are_capped_at_1() -> None:
+    assert stats.holm([0.6, 0.7]).tolist() == [1.0, 1.0]  # 1.2, then 0.7 made monotone
+    assert stats.graphical([0.6, 0.7], *stats.holm_graph(2)).tolist() == [1.0, 1.0]  # 1.2 and 1.4 by Holm
+    assert stats.graphical([0.9, 0.95], *stats.holm_graph(2), until=0.05).tolist() == [1.0, 1.0]  # stopped at 1.8
+
+
+def test_the_t_interval_of_a_mean_over_seeds() -> None:
+    """Mean 10, std 2: over 4 seeds 10 +- t(0.975, 3) = 3.182 x 2 / 2; over 2, +- 12.706 x 2 / sqrt(2); none at 1."""
+    low, high = stats.t_interval([10.0, 10.0, 10.0], [2.0, 2.0, 2.0], [4, 2, 1])
+    np.testing.assert_allclose(low[:2], [10 - 3.182446, 10 - 12.706205 * 2 ** 0.5], rtol=1e-6)
+    np.testing.assert_allclose(high[:2], [10 + 3.182446, 10 + 12.706205 * 2 ** 0.5], rtol=1e-6)
+    assert np.isnan(low[2]) and np.isnan(high[2])
+
+
+def test_seeds_needed_starts_at_2_and_gives_up_past_the_search_bound() -> None:
+    assert stats.seeds_needed(100.0, 1.0) == 2  # a difference of 100 sd: two seeds (power 1.0)
+    assert stats.seeds_needed(0.001, 1.0) is None  # would need about 8 million seeds
+
+
+def test_runs_without_any_match_are_no_test_and_repeated_runs_count_once() -> None:
+    none = stats.compare(pd.Series([80.0], index=[0]), pd.Series([78.0], index=[1]))
+    assert (none["n_pairs"], none["n_run_pairs"], none["n_unmatched"], none["tie"]) == (0, 0, 2, False)
+    assert all(np.isnan(none[field]) for field in ("diff", "sd", "ci_low", "ci_high", "p_value"))
+    # seed 0 run twice on a's side (80, 82: one run of 81), a missing value dropped: differences 3 and 2
+    repeated = stats.compare(pd.Series([80.0, 82.0, 79.0, np.nan], index=[0, 0, 1, 2]),
+                             pd.Series([78.0, 77.0, 75.0], index=[0, 1, 2]))
+    assert (repeated["n_pairs"], repeated["n_unmatched"], repeated["diff"]) == (2, 1, 2.5)
+
+
+def test_with_no_difference_the_leader_is_the_first_named() -> None:
+    same = pd.Series([78.0, 79.0, 77.5], index=[0, 1, 2])
+    row = stats.leader_first("a", same, "b", same + np.array([0.5, -0.5, 0.0]))
+    assert (row["a"], row["b"], row["diff"]) == ("a", "b", 0.0)
+
+
+def test_a_familys_verdict_seeds_needed_and_the_edge_of_alpha() -> None:
+    """Two pairs are a test; an adjusted p of exactly ALPHA is not below it; the seeds needed are those at which the
+    difference seen would be found at the claim's level, and none for a tie (a spread of 0.005: no t-test) or a
+    single pair."""
+    rows = pd.DataFrame([stats.compare(pd.Series(a, index=range(len(a))), pd.Series(0.0, index=range(len(a))))
+                         for a in ([2.0, 4.0], [1.0, 2.0, 1.5], [1.0, 1.005, 0.995], [1.0])])
+    rows["p_value"] = [0.001, 0.025, 0.25, np.nan]  # Holm over three: 0.001 x 3, 0.025 x 2 = 0.05, 0.25
+    family = stats.family(rows, "edges")
+    np.testing.assert_allclose(family["p_adjusted"], [0.003, 0.05, 0.25, np.nan])
+    assert family["verdict"].tolist() == [stats.REAL, stats.NOT_ESTABLISHED, stats.NOT_ESTABLISHED, stats.NOT_TESTED]
+    assert family["seeds_needed"].tolist()[:2] == [stats.seeds_needed(3.0, 2 ** 0.5, stats.ALPHA / 3),
+                                                   stats.seeds_needed(1.5, 0.5, stats.ALPHA / 3)]
+    assert family["seeds_needed"].iloc[2:].isna().all() and family["tie"].tolist()[2] is True
+
+
+def test_holms_graph_passes_each_claims_weight_equally_to_the_others() -> None:
+    weights, transitions = stats.holm_graph(3)
+    np.testing.assert_allclose(weights, [1 / 3] * 3)
+    np.testing.assert_allclose(transitions, [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
