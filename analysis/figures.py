@@ -103,7 +103,8 @@ def over_tasks(tasks: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, met
     Fractions share the 0..1 axis, so splits and densities compare at a glance.
     """
     keys = panel_keys(table_keys(table))
-    tasks = tasks.merge(ok_runs(runs)[["experiment", "trial_id"]], on=["experiment", "trial_id"])
+    run_keys = [k for k in keys if k not in tasks.columns]  # a schedule keys the run, not one of its tasks
+    tasks = tasks.merge(ok_runs(runs)[["experiment", "trial_id", *run_keys]], on=["experiment", "trial_id"])
     if tasks.empty:
         return None
     groups = list(tasks.groupby(keys, dropna=False, sort=True))
