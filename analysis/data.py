@@ -30,6 +30,7 @@ STATUSES = ("ok", "error", "stopped", "running")
 IDENTITY = ["experiment", "trial_id"]
 # Fields of the resolved config that say where or how a run executed, not what it computes.
 NOT_A_SETTING = {"device"}
+SCHEDULE = "_schedule"  # <setting>_schedule: the run's per-task values of a setting that varied over its tasks
 UNRECORDED = "unrecorded"  # the protocol of runs written before it was recorded (schema version 1)
 MAX_IMAGES = 100_000  # a task's evaluation set is never larger: a denominator above it is no count
 
@@ -93,7 +94,7 @@ def settings(frame: pd.DataFrame) -> list[str]:
     for text in frame["config_json"].dropna().unique():
         saved.update(json.loads(text))
     extras = sorted(c for c in saved - set(CONFIG_COLUMNS) - NOT_A_SETTING if c in frame.columns)
-    schedules = [f"{name}_schedule" for name in PER_TASK_FIELDS if f"{name}_schedule" in frame.columns]
+    schedules = [name + SCHEDULE for name in PER_TASK_FIELDS if name + SCHEDULE in frame.columns]
     return [c for c in CONFIG_COLUMNS if c != "seed"] + extras + schedules
 
 
@@ -163,11 +164,11 @@ def _tidy(frame: pd.DataFrame, command: bool = False) -> pd.DataFrame:
     extra = pd.DataFrame(configs).iloc[codes].set_index(frame.index)
     extra = extra[[c for c in extra.columns if c not in frame.columns]]
     frame = pd.concat([frame, extra], axis=1)
-    for name in PER_TASK_FIELDS:  # a setting that varied over tasks is null in its column: its schedule keys it
-        schedules = [_schedule(config.get(name)) for config in configs]
+    for name in PER_TASK_FIELDS:  # a runs row holds null where the setting varied over tasks: its schedule keys it
+        schedules = np.array([_schedule(config.get(name)) for config in configs], dtype=object)[codes]
+        schedules[frame[name].notna().to_numpy()] = None  # a tasks row holds that task's value: no run-level key
         if any(schedules):
-            frame[f"{name}_schedule"] = np.array(schedules, dtype=object)[codes]
-            frame.loc[frame[name].notna(), f"{name}_schedule"] = None
+            frame[name + SCHEDULE] = schedules
     frame["protocol"] = frame["protocol"].fillna(UNRECORDED)  # a group key: missing must not drop a run
     frame["split"] = frame["num_tasks"].astype(str) + "x" + frame["classes_per_task"].astype(str)
     if command:

@@ -23,6 +23,8 @@ from analysis.tables import panel_keys, panel_title, panels, table_keys
 GROWTH_COLOURS = {"random": "tab:blue", "unfired": "tab:orange", "momentum": "tab:green", "gradient": "tab:red"}
 INIT_STYLES = {"ERK": ("-", "o"), "uniform": ("--", "s")}
 PANEL_SIZE = (4.8, 3.4)
+CURVE_KEYS = ["density", "sparse_init", "growth"]  # a panel per density, a curve per init x growth
+VARIES = "varies"  # a run's setting that changed over its tasks (a schedule, a PBT member)
 FRACTIONS = {"task_density", "capacity_used", "reused_fraction", "fired_fraction"}
 
 
@@ -103,10 +105,14 @@ def over_tasks(tasks: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, met
     Fractions share the 0..1 axis, so splits and densities compare at a glance.
     """
     keys = panel_keys(table_keys(table))
-    run_keys = [k for k in keys if k not in tasks.columns]  # a schedule keys the run, not one of its tasks
-    tasks = tasks.merge(ok_runs(runs)[["experiment", "trial_id", *run_keys]], on=["experiment", "trial_id"])
+    # Panels and curves follow each run's own settings, taken from its runs row: a tasks row holds its task's
+    # value, which changes over a schedule or a PBT member's tasks. VARIES where the run's setting did.
+    by_run = list(dict.fromkeys([*keys, *CURVE_KEYS]))
+    tasks = tasks.drop(columns=by_run, errors="ignore").merge(
+        ok_runs(runs)[["experiment", "trial_id", *by_run]], on=["experiment", "trial_id"])
     if tasks.empty:
         return None
+    tasks[CURVE_KEYS] = tasks[CURVE_KEYS].astype(object).where(tasks[CURVE_KEYS].notna(), VARIES)
     groups = list(tasks.groupby(keys, dropna=False, sort=True))
     n_cols = max(rows["density"].nunique() for _values, rows in groups)
     n_rows = len(groups) * len(metrics)
@@ -114,12 +120,14 @@ def over_tasks(tasks: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, met
     grid = fig.subplots(n_rows, n_cols, squeeze=False)
     for g, (values, split_rows) in enumerate(groups):
         name = panel_title(dict(zip(keys, values, strict=True)))
-        densities = sorted(split_rows["density"].unique())
+        given = set(split_rows["density"])
+        densities = sorted(given - {VARIES}) + [VARIES] * (VARIES in given)
         for m, (metric, label) in enumerate(metrics.items()):
             row = grid[g * len(metrics) + m]
             for ax, density in zip(row, densities, strict=False):
                 _curves(ax, split_rows[split_rows["density"] == density], metric)
-                ax.set(title=wrap(f"{name} · density {density:g}"), xlabel="tasks learned", ylabel=label)
+                shown = density if density == VARIES else f"{density:g}"
+                ax.set(title=wrap(f"{name} · density {shown}"), xlabel="tasks learned", ylabel=label)
                 if metric in FRACTIONS:
                     ax.set_ylim(0, 1.02)
             for ax in row[len(densities):]:

@@ -13,8 +13,9 @@ import pytest
 from analysis_fixture import Writer
 
 import analysis
-from analysis import claims, findings, tables
-from cldst.config import RunConfig
+from analysis import claims, figures, findings, tables
+from analysis.data import SCHEDULE
+from cldst.config import PER_TASK_FIELDS, RunConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,6 +72,11 @@ def test_two_settings_of_a_crossed_field_never_share_a_mean(case, tmp_path):
                 writer.trial(cfg, acc, val=acc if cfg["val_fraction"] else None)
     runs = analysis.load(tmp_path)
     table = tables.summary(runs)
+    keys = [field + SCHEDULE for field in PER_TASK_FIELDS]  # a schedule keys the run
+    assert [k for k in keys if k in runs.columns] == ([case.split()[0] + SCHEDULE] if case.endswith(" schedule")
+                                                      else [])
+    tasks = analysis.load(tmp_path, kind="tasks")
+    assert figures.avg_acc_over_tasks(tasks, runs, table, tmp_path / "curves.png").is_file()  # grouped as the table
     assert sorted(table["acc_mean"]) == [60.0, 60.0, 90.0, 90.0], table  # one row per setting x init
     drawn = tables.panels(table)  # a comparison table and a figure panel each
     apart = [[60.0, 90.0]] if case in WITHIN_PANEL else [[60.0], [90.0]]
