@@ -78,6 +78,9 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+FIELD_TYPES = {f.name: str(f.type) for f in fields(RunConfig)}  # "float | tuple[float, ...] | None", ...
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -85,6 +88,12 @@ def parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def value_parser(name: str) -> Callable[[str], object]:
+    """How one value of RunConfig field `name` is read from text: by the first type of its annotation."""
+    kind = str(FIELD_TYPES[name]).split(" |")[0]
+    return {"int": int, "float": float, "bool": parse_bool}.get(kind, str)
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +104,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, dest=f.name, nargs="?", const=True, type=parse_bool, help=HELP.get(f.name))
             parser.add_argument("--no-" + flag_for(f.name)[2:], dest=f.name, action="store_false")
             continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+        kind = value_parser(f.name)
         if f.name in PER_TASK_FIELDS:
             kind = per_task(kind)
         parser.add_argument(*names, dest=f.name, type=kind, metavar=f.name.upper(), help=HELP.get(f.name))

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import tomllib
 
-from cldst.cli import fail, parse_bool
+from cldst.cli import FIELD_TYPES, fail, parse_bool, value_parser
 from cldst.config import BENCHMARK_CLASSES, PER_TASK_FIELDS, ConfigError, RunConfig, text
 from sweeps.presets import DEFAULT_PRESET, PRESETS, Preset
 
-FIELD_TYPES = {f.name: str(f.type) for f in fields(RunConfig)}  # "float | tuple[float, ...] | None", ...
-PARSERS = {"int": int, "float": float, "bool": parse_bool, "str": str}
-KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a name"}
+KINDS = {int: "an integer", float: "a number", parse_bool: "true or false", str: "a name"}
 FILE_KEYS = ("preset", "set", "grid")
 # A task of one class scores 100% under a task head whatever the net learned: no split may make one.
 MIN_CLASSES_PER_TASK = 2
@@ -62,11 +60,11 @@ def parse_value(name: str, given: str, separators: str = ":") -> object:
         parts = re.split(f"[{re.escape(separators)}]", given)
         if len(parts) > 1:
             return tuple(parse_value(name, part, "") for part in parts)
-    kind = FIELD_TYPES[name].split(" |")[0]
+    kind = value_parser(name)
     if "None" in FIELD_TYPES[name] and given.strip().lower() == "none":
         return None  # the benchmark's or the protocol's default
     try:
-        return PARSERS[kind](given.strip())
+        return kind(given.strip())
     except (ValueError, argparse.ArgumentTypeError):
         raise ConfigError(f"{name}: {given!r} is not {KINDS[kind]}") from None
 
