@@ -121,10 +121,9 @@ def sequential(args: argparse.Namespace) -> int:
         common.fail(f"seed: {' '.join(map(str, axes['seed']))} given, but the looks run seeds 0 to the last look's "
                     f"count - 1; leave the seed out")
     points = grid(fixed, {k: v for k, v in axes.items() if k != "seed"})
-    first = settings.check_configs([{**point, "seed": 0} for point in points])[0]
+    configurations = settings.configurations(points)
+    first = RunConfig.from_dict({**configurations[0], "seed": 0}).resolve()
     metric = "val_acc" if first.val_fraction > 0 else "acc"  # the stop is an early stop: on validation data
-    configurations = [{k: v for k, v in RunConfig.from_dict({**c, "seed": 0}).resolve().to_dict().items()
-                       if k != "seed"} for c in points]
     seeds, fixed_runs = list(range(args.looks[-1])), len(points) * args.looks[-1]
     print(f"{args.preset}: {len(points)} configurations, looks at {' '.join(map(str, args.looks))} seeds; a claim "
           f"on final {looks.METRIC_NAMES[metric]} is decided when real or smaller than {min_effect:g} points; at most "

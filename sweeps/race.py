@@ -90,10 +90,7 @@ def plan_for(args: argparse.Namespace) -> tuple[list[dict], list[int]]:
         configurations, used = search_configurations(args)
     else:
         configurations, used = grid_configurations(args), set()
-    settings.check_configs(configurations)
-    resolved = [{k: v for k, v in RunConfig.from_dict({**c, "seed": 0}).resolve().to_dict().items() if k != "seed"}
-                for c in configurations]
-    unique = list({race_report.key(c): c for c in resolved}.values())
+    unique = list({race_report.key(c): c for c in settings.configurations(configurations)}.values())
     if len(unique) < 2:
         common.fail("--" + "/--".join(a.replace("_", "-") for a in AXES) + "/--grid: these give one configuration; a "
                     "race needs at least 2")

@@ -184,6 +184,12 @@ def check_configs(configs: list[dict]) -> list[RunConfig]:
     return resolved
 
 
+def configurations(points: list[dict]) -> list[dict]:
+    """Each point checked (check_configs) and resolved, without its seed: what a race or the looks compare."""
+    return [{k: v for k, v in cfg.to_dict().items() if k != "seed"}
+            for cfg in check_configs([{**point, "seed": 0} for point in points])]
+
+
 def check_split(cfg: RunConfig) -> None:
     if cfg.classes_per_task < MIN_CLASSES_PER_TASK:
         most = BENCHMARK_CLASSES[cfg.benchmark] // MIN_CLASSES_PER_TASK
