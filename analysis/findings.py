@@ -55,18 +55,18 @@ def comparisons(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         mine = matching(finished, panel.iloc[0][keys])
         rows = claims.split_claims(mine, "acc", accuracy_step(mine["acc_matrix"])) if len(mine) else pd.DataFrame()
         if not rows.empty:
-            out.append(claims.decide(rows, title).assign(panel=title, settings=settings_text(panel.iloc[0], keys),
+            out.append(claims.decide(rows, title).assign(panel=title, settings=split_settings(panel.iloc[0], keys),
                                                          **{k: panel.iloc[0][k] for k in CONTEXT}))
     for question, title, split in compared_splits(finished, keys):
         rows = claims.split_claims(split, "acc", accuracy_step(split["acc_matrix"]), (question,))
         if not rows.empty:
             held = [k for k in keys if k != question.factor]
-            out.append(claims.decide(rows, title).assign(panel=title, settings=settings_text(split.iloc[0], held),
+            out.append(claims.decide(rows, title).assign(panel=title, settings=split_settings(split.iloc[0], held),
                                                          **split.iloc[0][CONTEXT].to_dict()))
     return pd.concat(out, ignore_index=True).reindex(columns=COLUMNS) if out else pd.DataFrame(columns=COLUMNS)
 
 
-def settings_text(run: pd.Series, keys: list[str]) -> str:
+def split_settings(run: pd.Series, keys: list[str]) -> str:
     """The split's settings beyond CONTEXT (a crossed lr, a prune criterion, ...) as JSON, for findings.csv."""
     named = {k: run[k] for k in keys if k not in CONTEXT}
     return json.dumps({k: None if pd.isna(v) else v.item() if hasattr(v, "item") else v for k, v in named.items()},
@@ -187,8 +187,8 @@ def _init_finding(title: str, row: pd.Series, cells: pd.DataFrame) -> Finding:
     if row["n_pairs"] == 0:
         return Finding(title, claims.INIT, row["verdict"], f"{row['a']} and {row['b']} initialisation were never run "
                        f"with the same seed, growth criterion and density: no comparison.")
-    per_density = ("; by density: " + ", ".join(f"{c['density']:g} {c['diff']:+.2f}" for _, c in cells.iterrows())
-                   if not cells.empty else "")
+    shown = ", ".join(f"{c['density']:g} {c['diff']:+.2f}" for _, c in cells.iterrows())
+    per_density = f"; by density (point estimates): {shown}" if not cells.empty else ""
     if row["verdict"] == stats.NOT_TESTED:
         return Finding(title, claims.INIT, row["verdict"], f"{where}, {row['a']} against {row['b']} initialisation is "
                        f"{_untested(row)}: {row['a']} - {row['b']} = {row['diff']:+.2f} points{per_density}.")

@@ -188,8 +188,8 @@ def test_findings_follow_the_tests(results: Path) -> None:
         "Over this split's cells, ERK and uniform initialisation are not told apart with 3 seeds: ERK - uniform = "
         "+7.58 points (95% CI -0.87 to 16.03, 3 seeds (10 run pairs), adjusted p = 0.070); too few seeds to tell: a "
         "difference of 7.58 points needs about 5 seeds at this family's level, and these seeds would find a "
-        "difference of about 15.73 points (80% power; spread estimated with 2 degrees of freedom); by density: 0.1 "
-        "+11.00, 0.2 +0.50."]
+        "difference of about 15.73 points (80% power; spread estimated with 2 degrees of freedom); by density (point "
+        "estimates): 0.1 +11.00, 0.2 +0.50."]
     assert texts(found, PANEL_5X2, "init cell") == []  # gated shut
     assert texts(found, PANEL_5X2, "growth") == [
         "Over this split's cells, momentum growth wins (85.10 mean final ACC): ahead of random by 3.08 points (95% CI "
