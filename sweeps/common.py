@@ -30,6 +30,8 @@ from sweeps.settings import Settings
 # Retries of a trial lost to the infrastructure (cldst.failures): enough for a spot node lost every task of a long
 # trial, and still a bound, for a cluster that loses every node it starts.
 DEFAULT_MAX_INFRA_RETRIES = 20
+# Without a validation split the summary can only rank on test data: it says so, so that no one chooses by it.
+ON_TEST = " (no validation split: a ranking on test data, not a choice; --val-fraction holds one out)"
 SUMMARY_COLUMNS = ("sparse_init", "growth", "density", "update_frequency", "death_rate", "num_tasks", "seed")
 
 
@@ -277,11 +279,11 @@ def print_top_runs(ok: list[dict], on_val: bool) -> None:
     top = sorted(ok, key=lambda r: (r["val_acc" if on_val else "acc"], r["trial_id"]), reverse=True)[:5]
     if top:
         print("top configurations by final validation ACC (test ACC beside it):" if on_val
-              else "top configurations by final ACC:")
+              else f"top configurations by final test ACC{ON_TEST}:")
+    columns = crossed_columns(ok)
     for r in top:
         val = f"val ACC {r['val_acc']:6.2f}  " if on_val else ""
-        print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings_text(r, crossed_columns(ok))}  "
-              f"({r['trial_id']})")
+        print(f"  {val}ACC {r['acc']:6.2f}  BWT {r['bwt']:+6.2f}  {settings_text(r, columns)}  ({r['trial_id']})")
 
 
 def print_top_configurations(groups: list[list[dict]], on_val: bool) -> None:
@@ -294,7 +296,7 @@ def print_top_configurations(groups: list[list[dict]], on_val: bool) -> None:
     columns = tuple(c for c in crossed_columns([run for group in groups for run in group]) if c != "seed")
     ranked = sorted(groups, key=lambda g: (mean(g, metric), len(g)), reverse=True)[:5]
     print("top configurations by mean final validation ACC over seeds (test ACC beside it):" if on_val
-          else "top configurations by mean final ACC over seeds:")
+          else f"top configurations by mean final test ACC over seeds{ON_TEST}:")
     for group in ranked:
         val = f"val ACC {mean(group, 'val_acc'):6.2f}  " if on_val else ""
         print(f"  {val}ACC {mean(group, 'acc'):6.2f}  BWT {mean(group, 'bwt'):+6.2f}  n={len(group):<3d} "

@@ -63,7 +63,8 @@ def test_quick_grid_writes_exactly_the_expected_rows(local_ray, tmp_path, capsys
         assert len(t["acc"]) == t["task"] + 1 and t["avg_acc"] == pytest.approx(sum(t["acc"]) / len(t["acc"]))
         assert 0 < t["capacity_used"] <= 1 and t["images_per_second"] > 0 and t["node"]
     assert f"Parquet results: {tmp_path / 'e2e'}/tasks" in out
-    assert "4 ok, 0 error, 0 stopped" in out and "top configurations by final ACC" in out
+    assert "4 ok, 0 error, 0 stopped" in out
+    assert "top configurations by final test ACC (no validation split: a ranking on test data" in out
     # stdout is no terminal here: plain progress lines, the last one at the end; the per-task lines go to the log.
     assert "[e2e] tasks 8/8 | trials 4 ok, 0 running, 0 pending, 0 error, 0 stopped" in out
     log = (tmp_path / "e2e" / "sweep.log").read_text()
