@@ -128,6 +128,18 @@ class ValidationPBT(PopulationBasedTraining):
         finally:
             self._trial_state = everyone
 
+    def _checkpoint_or_exploit(self, trial: object, tune_controller: object, upper_quantile: list,
+                               lower_quantile: list) -> None:
+        """Ray's, but a top member that has not run since a rerun restored it donates the checkpoint it was
+        restored from: that is its model. Ray would ask its actor for a save, and the actor does not run yet: the
+        save's future is None (ray/tune/execution/tune_controller.py, _schedule_trial_save; the actor manager
+        returns no future for an actor still starting), the exploit of a bottom member is skipped with "Error
+        resolving result", and the save queued on the starting actor left the population waiting for good."""
+        if trial in upper_quantile and trial.status == Trial.PENDING:
+            self._trial_state[trial].last_checkpoint = trial.checkpoint
+            return
+        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
+
     def _exploit(self, tune_controller: object, trial: object, trial_to_clone: object) -> None:
         """Ray's exploit, only between members at the same task boundary, and saved whole.
 

@@ -196,6 +196,34 @@ def test_a_rerun_ranks_members_only_with_those_at_the_same_task_boundary(monkeyp
     assert ([t.trial_id for t in bottom], [t.trial_id for t in top]) == (["a"], ["b"])  # "ahead" is not ranked
 
 
+@dataclasses.dataclass(frozen=True)
+class Waiting(Member):  # a restored member whose actor has not started: what it was restored from is its model
+    status: str
+    checkpoint: str = "its restored checkpoint"
+
+
+class NoSaves:  # a tune controller that refuses a save: a member that does not run has no actor to save
+    def _schedule_trial_save(self, trial, result=None):
+        raise AssertionError(f"a save was asked of {trial.trial_id}")
+
+
+@pytest.mark.parametrize("status", ["PENDING", "RUNNING"])
+def test_a_top_member_that_has_not_run_since_the_rerun_donates_the_checkpoint_it_was_restored_from(status):
+    """Ray asks a top member's actor for a save. After a rerun a member can stand at the barrier without an
+    actor (its checkpoint already holds the task): the save's future was None, the exploits it should have
+    donated to were skipped, and the population could wait for good."""
+    scheduler = adaptive.ValidationPBT(0.0, hyperparam_mutations={"growth": ["random", "momentum"]})
+    top, bottom = Waiting("top", status), Waiting("bottom", "PAUSED")
+    for trial in (top, bottom):
+        scheduler._trial_state[trial] = _PBTTrialState(trial)
+    if status == "PENDING":
+        scheduler._checkpoint_or_exploit(top, NoSaves(), [top], [bottom])
+        assert scheduler._trial_state[top].last_checkpoint == "its restored checkpoint"
+    else:  # a running member is asked to save, as Ray does
+        with pytest.raises(AssertionError, match="a save was asked of top"):
+            scheduler._checkpoint_or_exploit(top, NoSaves(), [top], [bottom])
+
+
 def test_the_population_is_ranked_on_validation_accuracy_never_on_test_data():
     honest = {"w": report(60, 60), "x": report(70, 70), "y": report(80, 80), "z": report(90, 90)}
     # Test accuracies poisoned to say the opposite (and one impossible value): the ranking must not move.
@@ -288,13 +316,15 @@ def test_a_member_that_fails_for_good_does_not_stall_the_population(local_ray, t
         ("00000", "ok"), ("00001", "error"), ("00002", "ok"), ("00003", "ok")]
 
 
-def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_ray, tmp_path):
+def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_ray, tmp_path, caplog):
     argv = [*quick_pbt(tmp_path, "resume", population=4, num_tasks=4), "--verbose"]
     driver = Driver([str(REPO / "sweeps" / "adaptive.py"), *argv], tmp_path, driver_env())
     driver.wait_for(lambda: driver.output.count("task 2/4") >= 2)  # Ctrl-C once members have learned task 2
     driver.process.send_signal(signal.SIGINT)
     assert driver.wait(timeout=180) == 1, driver.output
     assert adaptive.main(argv) == 0  # the same command again
+    # No donor skipped: a member restored but not yet running donates its checkpoint, never an actor's save
+    assert not [r.getMessage() for r in caplog.records if "Error resolving result" in r.getMessage()]
     loaded = load_all(tmp_path / "resume")
     assert len(loaded.runs) == 4 and set(loaded.runs["status"]) == {"ok"}
     keys = list(zip(loaded.tasks["trial_id"], loaded.tasks["task"], strict=True))
