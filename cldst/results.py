@@ -60,16 +60,18 @@ def _constant(value: object) -> object:
     return value
 
 
-def task_row(common: dict, task_metrics: dict, parent_trial_id: str | None = None, discarded: bool = False) -> dict:
+def task_row(common: dict, task_metrics: dict, parent_trial_id: str | None = None, discarded: bool = False,
+             ranked_among: int | None = None) -> dict:
     """A `tasks` row: the common columns plus the schema's task metrics, picked by name from
     `task_metrics` (a TaskResult as a dict, or a Tune result); other keys are ignored. The per-task
     settings (density, growth, ...) are the ones that task trained with, where the metrics hold them. `discarded`:
     a PBT exploit replaced the weights this task trained by a donor's, so the member's later tasks do not build
-    on it (the row keeps the member's curves and counts complete)."""
+    on it (the row keeps the member's curves and counts complete). `ranked_among`: how many PBT members the
+    ranking before this task compared (the population, unless a rerun left some at other task boundaries)."""
     names = [name for name in TASKS_SCHEMA.names if name not in common and name not in ROW_STAMPS]
     settings = {name: task_metrics[name] for name in PER_TASK_FIELDS if task_metrics.get(name) is not None}
     return {**common, **settings, **{name: task_metrics[name] for name in names}, "parent_trial_id": parent_trial_id,
-            "discarded": discarded, "created_at": now()}
+            "discarded": discarded, "ranked_among": ranked_among, "created_at": now()}
 
 
 def run_row(common: dict, task_rows: list[dict], status: str, error: str | None,

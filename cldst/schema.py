@@ -24,7 +24,8 @@ import pyarrow as pa
 # 4: runs: failure ("infrastructure" or "own": the class of the error that ended the trial), error_type (its
 #    exception's type) and infra_retries (infrastructure failures retried, none counted against --max-failures);
 #    null before version 4.
-SCHEMA_VERSION = 4
+# 5: tasks: ranked_among (how many PBT members the ranking before the task compared; null before version 5).
+SCHEMA_VERSION = 5
 FAILURES = ("infrastructure", "own")
 KINDS = ("tasks", "runs")
 RUN_STATUSES = ("ok", "error", "stopped")
@@ -58,6 +59,7 @@ TASKS_SCHEMA = pa.schema(_COMMON + [
     ("val_acc", pa.list_(pa.float64())), ("val_avg_acc", pa.float64()),  # null without a validation split
     ("parent_trial_id", pa.string()),  # the trial whose checkpoint this task started from; null: its own
     ("discarded", pa.bool_()),  # true: a PBT exploit replaced the weights it trained; later tasks build on a donor
+    ("ranked_among", pa.int64()),  # PBT: members the ranking before this task compared; null: no ranking in its driver
     ("task_density", pa.float64()), ("capacity_used", pa.float64()),
     ("reused_fraction", pa.float64()), ("fired_fraction", pa.float64()),
     ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
@@ -78,7 +80,8 @@ RUNS_SCHEMA = pa.schema(_COMMON + [
 ])
 
 SCHEMAS = {"tasks": TASKS_SCHEMA, "runs": RUNS_SCHEMA}
-ROW_STAMPS = ("created_at", "parent_trial_id", "discarded")  # tasks columns the writer sets, not the metrics
+# tasks columns the writer sets, not the metrics
+ROW_STAMPS = ("created_at", "parent_trial_id", "discarded", "ranked_among")
 # The version-1 columns: a file must hold these; any other column it lacks reads as null.
 REQUIRED = {
     "tasks": ["experiment", "trial_id", *CONFIG_COLUMNS[:15], "task", "acc", "avg_acc", "bwt", "task_density",

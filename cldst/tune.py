@@ -107,6 +107,9 @@ class ParquetCallback(tune.Callback):
     def __init__(self, experiment_dir: str | Path, experiment: str) -> None:
         self.experiment_dir = Path(experiment_dir)
         self.experiment = experiment
+        # PBT's rankings, (trial, task it preceded) -> members compared: the scheduler's `ranked_among`, which
+        # sweeps.common hands over once it knows the scheduler Tune runs (on a rerun, the one the first run pickled)
+        self.ranked_among: dict[tuple[str, int], int] = {}
         self.write_error: results.ResultsError | None = None
         self._seen: set[str] = set()  # trials on_step_begin has looked at
         self._dropped: set[tuple[str, int]] = set()  # (trial, task) an exploit threw away, its row written
@@ -169,7 +172,8 @@ class ParquetCallback(tune.Callback):
         the task before as discarded: the member dropped that model for the donor's."""
         config = RunConfig.from_dict(report.get("config", trial.config)).resolve().to_dict()
         common = results.common_columns(config, self.experiment, trial.trial_id, report["node"])
-        rows = [results.task_row(common, report, report.get("parent_trial_id"), discarded)]
+        rows = [results.task_row(common, report, report.get("parent_trial_id"), discarded,
+                                 self.ranked_among.get((trial.trial_id, report["task"])))]
         if rows[0]["parent_trial_id"]:
             dropped = self._io(self._tasks_rows, trial.trial_id).get(report["task"] - 1)
             if dropped is not None and not dropped["discarded"]:

@@ -17,9 +17,11 @@ the [set] of --config) fixes any RunConfig field for every member; a field fixed
 
 Parquet: every tasks row records the settings its task trained with and `parent_trial_id`, the
 member whose checkpoint that task started from; each member has one row per task, those whose model
-an exploit threw away marked `discarded`. A member's runs row describes the model it ended with (its
-lineage), so `analysis.adaptive.lineage` rebuilds each final member's schedule from Parquet alone.
-Rerunning the same command (same --name) resumes, as the other sweeps do.
+an exploit threw away marked `discarded`, and `ranked_among`, how many members the ranking before the task
+compared. A member's runs row describes the model it ended with (its lineage), so
+`analysis.adaptive.lineage` rebuilds each final member's schedule from Parquet alone. Rerunning the same
+command (same --name) resumes, as the other sweeps do; members the rerun finds at other task boundaries are
+ranked at their own, so a ranking there compares fewer members, and `ranked_among` says so.
 
 On a multi-node cluster an exploit restores a checkpoint another node saved: Tune hands it over
 through --storage, which every node must reach (a shared mount, or s3://, gs://, ...). With a local
@@ -77,6 +79,8 @@ class ValidationPBT(PopulationBasedTraining):
         super().__init__(time_attr="tasks_done", metric=METRIC, mode="max", perturbation_interval=1, synch=True,
                          **options)
         self.capacity_weight = capacity_weight
+        # (member, task it learns next) -> how many members that ranking compared: the tasks rows' ranked_among
+        self.ranked_among: dict[tuple[str, int], int] = {}
 
     def on_trial_add(self, tune_controller: object, trial: object) -> None:
         """A rerun (Tuner.restore) hands back the members with their progress but this scheduler fresh: each
@@ -119,10 +123,13 @@ class ValidationPBT(PopulationBasedTraining):
     def _quantiles(self) -> tuple[list, list]:
         """Ray's bottom and top quantiles, of the members that stand at the boundary being synchronised. After a
         rerun, members ahead of it (their checkpoints hold more tasks) wait there, and Ray would rank them by their
-        scores at later boundaries: they are left out of this ranking, and ranked at their own boundary."""
+        scores at later boundaries: they are left out of this ranking, and ranked at their own boundary. How many
+        members each ranking compared goes to the tasks rows of the tasks they learn next (`ranked_among`)."""
         everyone = self._trial_state
         self._trial_state = {trial: state for trial, state in everyone.items()
                              if state.last_train_time == self._next_perturbation_sync}
+        for trial in self._trial_state:
+            self.ranked_among[(trial.trial_id, self._next_perturbation_sync)] = len(self._trial_state)
         try:
             return super()._quantiles()
         finally:

@@ -173,12 +173,15 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
     fn = tune.with_resources(tune.with_parameters(trainable, bench=bench), resources)
     progress = SweepProgress(exp.name, every=args.progress_every, tasks=tasks)
-    callbacks = [ParquetCallback(exp.results_dir, exp.name), progress, *logger_callbacks(args, exp)]
+    parquet = ParquetCallback(exp.results_dir, exp.name)
+    callbacks = [parquet, progress, *logger_callbacks(args, exp)]
+    scheduler = tune_options.get("scheduler")
     if tune.Tuner.can_restore(exp.tune_path):
         print(f"resuming {exp.name} from {exp.tune_path}", flush=True)
         tuner = tune.Tuner.restore(exp.tune_path, fn, resume_unfinished=True, param_space=param_space)
         # Tune restores the callbacks pickled by the first run; this run's options (--verbose, --mlflow, ...) win.
         tuner._local_tuner.get_run_config().callbacks = callbacks
+        scheduler = tuner._local_tuner._tune_config.scheduler  # the one Tune runs: the first run's, unpickled
     else:
         run_config = tune.RunConfig(
             name=exp.name, storage_path=exp.storage, verbose=0, callbacks=callbacks,
@@ -193,6 +196,7 @@ def run(args: argparse.Namespace, exp: Experiment, bench: Benchmark, param_space
                                       reuse_actors=args.gpus_per_trial == 0,
                                       **tune_options)
         tuner = tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    parquet.ranked_among = getattr(scheduler, "ranked_among", {})  # PBT's rankings, for the tasks rows
     with task_log(exp.results_dir, args.verbose), tune_logs(exp.tune_path), \
             failures.retrying_infrastructure(args.max_infra_retries), failures.resuming_errored(args.retry_errored):
         try:

@@ -69,6 +69,7 @@ class Writer:
         tasks = [dict(common, task=t, acc=matrix[t], fwt_acc=[10.0] * (total - t - 1),
                       avg_acc=sum(matrix[t]) / (t + 1), bwt=0.0 if t == 0 else bwt, val_acc=val_matrix[t],
                       val_avg_acc=val_matrix[t][0] if val is not None else None, parent_trial_id=None, discarded=False,
+                      ranked_among=None,
                       task_density=density[t], capacity_used=min(1.0, density[t] * (t + 1) * 0.9),
                       reused_fraction=0.0 if t == 0 else 0.1 * t, fired_fraction=0.5,
                       train_seconds=1.0, images_per_second=1000.0, created_at=stamp + timedelta(seconds=t))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import ray
 import torch
@@ -194,6 +195,8 @@ def test_a_rerun_ranks_members_only_with_those_at_the_same_task_boundary(monkeyp
     scheduler._save_trial_state(scheduler._trial_state[behind], 2, {**report(75.0, 0.0), "tasks_done": 2}, behind)
     bottom, top = scheduler._quantiles()
     assert ([t.trial_id for t in bottom], [t.trial_id for t in top]) == (["a"], ["b"])  # "ahead" is not ranked
+    # what the tasks rows of task 2 record: 3 members compared, where an uninterrupted run would have ranked 4
+    assert scheduler.ranked_among == {("a", 2): 3, ("b", 2): 3, ("behind", 2): 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +264,8 @@ def test_a_pbt_run_exploits_exactly_and_its_parquet_holds_each_members_lineage(l
     for row in exploits.itertuples():
         donor, explorer = saved[(row.parent_trial_id, row.task)], saved[(row.trial_id, row.task + 1)]
         assert owned_weights_equal(donor, explorer, tasks=row.task)
+    # each task after the first was learned after a ranking of the whole population (null: none before task 0)
+    assert [None if pd.isna(n) else n for n in tasks.sort_values("task")["ranked_among"]] == [None] * 2 + [2] * 4
     for run in runs.itertuples():
         chain = analysis_adaptive.lineage(tasks, run.trial_id)
         assert list(chain["task"]) == [0, 1, 2]
@@ -331,6 +336,8 @@ def test_a_killed_driver_reruns_to_the_same_population_without_duplicates(local_
     assert len(keys) == len(set(keys)) == 4 * 4
     for trial in loaded.runs["trial_id"]:
         assert list(analysis_adaptive.lineage(loaded.tasks, trial)["task"]) == [0, 1, 2, 3]
+    # the last task was learned after the rerun's ranking at its boundary, which its rows record
+    assert set(loaded.tasks.loc[loaded.tasks["task"] == 3, "ranked_among"]) <= {1, 2, 3, 4}
 
 
 @pytest.mark.parametrize("options, message", [

@@ -18,8 +18,9 @@ def task_metrics(task: int, avg: float) -> dict:
             "fired_fraction": 0.3, "train_seconds": 1.5, "images_per_second": 100.0}
 
 
-def task_row(trial_id: str, task: int, avg: float) -> dict:
-    return results.task_row(results.common_columns(CONFIG, "exp", trial_id, "node-a"), task_metrics(task, avg))
+def task_row(trial_id: str, task: int, avg: float, **stamps) -> dict:
+    return results.task_row(results.common_columns(CONFIG, "exp", trial_id, "node-a"), task_metrics(task, avg),
+                            **stamps)
 
 
 def test_round_trip_keeps_schema_and_values(tmp_path):
@@ -242,14 +243,16 @@ def test_schema_version_is_read_from_the_footer_or_the_column(tmp_path):
 ADDED = {2: {"tasks": ["protocol", "val_fraction", "val_acc", "val_avg_acc", "parent_trial_id"],
              "runs": ["protocol", "val_fraction", "val_acc", "val_acc_matrix"]},
          3: {"tasks": ["discarded"], "runs": []},
-         4: {"tasks": [], "runs": ["failure", "error_type", "infra_retries"]}}
+         4: {"tasks": [], "runs": ["failure", "error_type", "infra_retries"]},
+         5: {"tasks": ["ranked_among"], "runs": []}}
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_every_older_version_reads_with_the_later_columns_as_null(tmp_path, version):
     assert results.SCHEMA_VERSION == max(ADDED)  # a new version adds its columns here
     common = results.common_columns(CONFIG, "exp", "t1", "node-a")
-    rows = {"tasks": [task_row("t1", 0, 90.0), task_row("t1", 1, 80.0)],
+    rows = {"tasks": [task_row("t1", 0, 90.0, parent_trial_id="t0", discarded=True),
+                      task_row("t1", 1, 80.0, ranked_among=4)],
             "runs": [results.run_row(common, [task_metrics(0, 90.0), task_metrics(1, 80.0)], "error",
                                      "RuntimeError: boom", 3.0, "own", "RuntimeError", 2)]}
     for kind, kind_rows in rows.items():
