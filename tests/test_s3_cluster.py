@@ -8,10 +8,10 @@ worker node in a mount namespace of its own, a head with no CPUs, moto's S3 on l
 4. the driver killed mid-sweep: the same command resumes from the experiment state in S3;
 5. a PBT exploit restores a checkpoint another node saved (members pinned to nodes: tests/pinned_driver.py);
 6. trials that lose their actor or worker, the failures cued by tests/failing_driver.py: Ray's ActorUnavailableError
-   reported twice (as for one node death), grid and PBT, is retried from the last task checkpoint without counting
-   against --max-failures; a worker SIGKILLed (as by an OOM killer) is the infrastructure's, and past
-   --max-infra-retries its trial resumes on a rerun; a trial's own error stays `error` on a rerun, and
-   --retry-errored resumes it.
+   (reported once or twice per node death) 5 times in each trial of a grid of 4 and of a PBT population of 4 is
+   retried from the last task checkpoint without counting against --max-failures; a worker SIGKILLed (as by an
+   OOM killer) is the infrastructure's, and past --max-infra-retries its trial resumes on a rerun; a trial's own
+   error stays `error` on a rerun, and --retry-errored resumes it.
 
 Drivers run as subprocesses with `--storage s3://...`, as a user would; the fault tests' helpers are shared
 (tests/test_faults.py).
@@ -251,27 +251,33 @@ def failing(fault: str, script: str, tmp_path: Path, s3, cluster, name: str, *op
     return Driver([FAILING_DRIVER, script, *command[1:]], tmp_path, {**cluster.env, "FAULT": fault})
 
 
-def test_an_actor_lost_and_reported_twice_is_retried_without_counting_against_max_failures(cluster, s3, tmp_path):
+def test_actors_lost_five_times_each_are_retried_without_counting_against_max_failures(cluster, s3, tmp_path):
+    """A grid of 4 trials, each losing its actor 5 times in task 1 (Ray's ActorUnavailableError, as a lost node's
+    actor reports it, once or twice per node death): every retry is the infrastructure's, none counts against
+    --max-failures 1, and every trial ends ok with one row per task."""
     workers(cluster, 2)
-    driver = failing("unavailable:1:2", "full_grid", tmp_path, s3, cluster, "lost-twice", *GRID, "--max-failures", "1")
+    grid = [*GRID, "0.05", "0.3"]  # GRID's densities and two more: 4 trials
+    driver = failing("unavailable:1:5", "full_grid", tmp_path, s3, cluster, "lost-5", *grid, "--max-failures", "1")
     assert driver.wait(timeout=240) == 0, driver.output
-    assert "2 ok, 0 error, 0 stopped, 2 of 2 ended" in driver.output
+    assert "4 ok, 0 error, 0 stopped, 4 of 4 ended" in driver.output
     quiet(driver.output, node_died=True)
-    runs, _ = exact(tmp_path / "lost-twice", 2)
+    runs, _ = exact(tmp_path / "lost-5", 4)
     for run in runs.values():
-        assert (run["status"], run["tasks_done"], run["infra_retries"], run["failure"]) == ("ok", 3, 2, None)
+        assert (run["status"], run["tasks_done"], run["infra_retries"], run["failure"]) == ("ok", 3, 5, None)
 
 
-def test_a_pbt_member_whose_actor_is_lost_twice_rejoins_at_its_own_task_boundary(cluster, s3, tmp_path):
+def test_pbt_members_whose_actors_are_lost_five_times_each_rejoin_at_their_own_task_boundary(cluster, s3, tmp_path):
     workers(cluster, 2)
-    options = ["--num-tasks", "3", "--population", "2", "--quantile", "0.5", "--growth", "random", "momentum",
+    options = ["--num-tasks", "3", "--population", "4", "--quantile", "0.25", "--growth", "random", "momentum",
                "--density", "0.2", "0.1", "--max-failures", "1"]
-    driver = failing("unavailable:1:2", "adaptive", tmp_path, s3, cluster, "pbt-lost", *options)
+    driver = failing("unavailable:1:5", "adaptive", tmp_path, s3, cluster, "pbt-lost", *options)
     assert driver.wait(timeout=240) == 0, driver.output
-    assert "2 ok, 0 error, 0 stopped, 2 of 2 ended" in driver.output
-    runs, tasks = exact(tmp_path / "pbt-lost", 2)
-    assert sorted(run["infra_retries"] for run in runs.values()) == [2, 2]
-    assert sorted(row["task"] for row in tasks.values() if row["parent_trial_id"]) == [1, 2]  # one exploit a boundary
+    assert "4 ok, 0 error, 0 stopped, 4 of 4 ended" in driver.output
+    runs, tasks = exact(tmp_path / "pbt-lost", 4)
+    assert sorted(run["infra_retries"] for run in runs.values()) == [5] * 4
+    # one exploit a boundary (quantile 0.25 of 4), each after a ranking of the whole population
+    assert sorted(row["task"] for row in tasks.values() if row["parent_trial_id"]) == [1, 2]
+    assert [row["ranked_among"] for row in tasks.values() if row["task"] > 0] == [4] * 8
     loaded = load_all(tmp_path / "pbt-lost")
     for trial_id in loaded.runs["trial_id"]:
         assert list(analysis_adaptive.lineage(loaded.tasks, trial_id)["task"]) == [0, 1, 2]
