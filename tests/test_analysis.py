@@ -157,7 +157,7 @@ def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None
     assert (uniform["p_value"], uniform["tie"]) == (0.25, True)
     assert rows.loc[(2, "init", np.nan, ""), "verdict"] == stats.NOT_TESTED  # one seed
     # each split is its own family: 2 primary claims (weight 1/2 each), 2 init cells and 4 growth cells in 5x2
-    five = rows.loc[5]
+    five = rows.loc[5].sort_index()  # sorted: label lookups on a MultiIndex
     assert set(five["family"]) == {PANEL_5X2} and set(five["family_size"]) == {8}
     primary = five[five.index.get_level_values("topic").isin(["init", "growth"])]
     assert primary["level"].tolist() == pytest.approx([stats.ALPHA / 2] * 2)
