@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cldst import results
+from cldst import reader, results
 from cldst.config import RunConfig
 from cldst.reader import read_part
 from cldst.schema import SCHEMA_VERSION
@@ -284,3 +284,51 @@ def test_a_run_row_records_its_failure_class_type_and_retries(tmp_path):
         "infrastructure", "ActorDiedError", 20, results.SCHEMA_VERSION)
     with pytest.raises(ValueError, match="failure"):
         results.run_row(common, [], "error", "x", 1.0, "the network")
+
+
+def test_the_reader_names_each_problem_in_full(tmp_path):
+    """The messages a user acts on, whole: a stray file, a file or nothing where a results folder should be, a
+    folder with no results, and a wrong on_bad."""
+    results.write_part(tmp_path / "exp", "tasks", "t1", [task_row("t1", 0, 90.0)])
+    (tmp_path / "exp" / "tasks" / "notes.txt").write_text("hello")
+    (tmp_path / "notes").mkdir()  # a folder beside the experiment that holds no results: not an experiment
+    assert results.experiment_dirs(tmp_path) == [tmp_path / "exp"]
+    stray = tmp_path / "exp" / "tasks" / "notes.txt"
+    assert dict(results.load(tmp_path, on_bad="skip").skipped) == {str(stray): (
+        f"{stray}: stray file in a results folder (expected part-<trial_id>.parquet or "
+        "compact-<generation>.parquet)")}
+    expected = {tmp_path / "exp" / "tasks" / "part-t1.parquet": "a file, not a results directory",
+                tmp_path / "missing": "no such results directory",
+                tmp_path / "notes": "no cldst results here (expected tasks/ and runs/ folders, or experiment "
+                                    "folders that hold them)"}
+    for root, message in expected.items():
+        with pytest.raises(results.ResultsError) as raised:
+            results.load(root)
+        assert str(raised.value) == f"{root}: {message}"
+    with pytest.raises(ValueError) as raised:
+        results.load(tmp_path, on_bad="ignore")
+    assert str(raised.value) == "on_bad: 'ignore' is not one of raise, skip"
+    assert results.Results(pa.table({}), pa.table({}), []).skipped == []
+
+
+@pytest.mark.parametrize("vanishings, error", [(1, None), (reader.RELISTS, "files kept vanishing")])
+def test_files_that_vanish_while_read_are_listed_again_up_to_a_bound(tmp_path, monkeypatch, vanishings, error):
+    """A compaction that replaces files under a reader sends it back to the listing; past RELISTS tries it gives
+    up, naming the experiment folder."""
+    results.write_part(tmp_path, "tasks", "t1", [task_row("t1", 0, 90.0)])
+    scan, calls = reader.scan, []
+
+    def vanishing(paths, *args, **kwargs):
+        calls.append(paths)
+        if len(calls) <= vanishings:
+            raise reader._Vanished(paths[0])
+        return scan(paths, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "scan", vanishing)
+    if error is None:
+        assert results.load(tmp_path).tasks.num_rows == 1
+        return
+    with pytest.raises(results.ResultsError) as raised:
+        results.load(tmp_path)
+    assert str(raised.value) == (f"{tmp_path}: files kept vanishing while read ({reader.RELISTS} times); is a "
+                                 "compaction running in a loop?")
