@@ -103,7 +103,7 @@ def gradient_score(weight: Tensor, grad: Tensor | None, state: dict, generator: 
     return grad.abs() if grad is not None else torch.zeros_like(weight)
 
 
-PRUNE_SCORES = {"magnitude": magnitude_score, "Taylor_FO": taylor_fo_score, "SET": None}
+PRUNE_SCORES = {"magnitude": magnitude_score, "Taylor_FO": taylor_fo_score}  # SET prunes by sign: set_prune
 GROWTH_SCORES: dict[str, GrowthScore] = {"random": random_score, "unfired": unfired_score, "momentum": momentum_score,
                  "gradient": gradient_score}
 

@@ -451,6 +451,61 @@ def test_a_snapshot_restores_the_subnetwork_its_counts_and_the_head_bias():
     assert all(torch.all(p[~masks[n]] == 0) for n, p in masking.params.items())
 
 
+def test_a_task_moves_its_own_head_bias_entries_and_no_others():
+    """The head bias is shared by the tasks, classes_per_task entries each. A loss over every output pushes every
+    entry; with isolation task 1 moves exactly its entries (2 and 3), neither task 0's nor the later tasks'."""
+    model, masking = make_engine(density=0.3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    masking.end_task()
+    masking.start_task(1, torch.Generator().manual_seed(2), 0.3, "magnitude", "random")
+    before = masking.head_bias.detach().clone()
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(16, 1, 8, 8)), torch.randint(2, 4, (16,)))
+        optimizer.zero_grad()
+        loss.backward()
+        masking.after_backward()
+        optimizer.step()
+        masking.after_step(optimizer)
+    assert (masking.head_bias.detach() != before).tolist() == [False] * 2 + [True] * 2 + [False] * 6
+
+
+def test_a_refused_parameter_list_names_the_first_three():
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(4)], torch.nn.Linear(4, 2, bias=False))
+    with pytest.raises(ValueError) as refused:
+        Masking(model, "uniform", True, 2)
+    assert str(refused.value) == ("cannot isolate tasks: parameters ['0.bias', '1.bias', '2.bias'] are neither "
+                                  "maskable nor the head bias")
+
+
+def test_a_layer_with_no_active_weight_leaves_the_next_layers_update_alone():
+    """Uniform density 0.2 gives the 1x1 layer no weight and the 10x1 layer 2: the update skips the first and
+    moves one of the second's (the smaller active weight out, the inactive weight of the largest gradient in)."""
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 10, bias=False))
+    masking = Masking(model, "uniform", True, 1)
+    masking.start_task(0, torch.Generator().manual_seed(0), 0.2, "magnitude", "gradient")
+    assert masking.counts == {"0.weight": 0, "1.weight": 2}
+    weight, mask = masking.params["1.weight"], masking.mask["1.weight"]
+    before = mask.clone()
+    with torch.no_grad():
+        weight.copy_(torch.where(mask, torch.arange(1.0, 11.0).view(10, 1), 0.0))
+    weight.grad = torch.where(mask, 0.0, torch.arange(1.0, 11.0).view(10, 1))
+    masking.params["0.weight"].grad = torch.zeros(1, 1)
+    masking.update(0.5, torch.optim.SGD(model.parameters(), lr=0.1), torch.Generator().manual_seed(1))
+    after = masking.mask["1.weight"].view(-1)
+    assert int(after.sum()) == 2 and int((before.view(-1) & ~after).sum()) == 1
+    assert after[int(torch.where(~before.view(-1))[0].max())]  # in: the inactive weight of the largest gradient
+
+
+def test_the_reuse_of_a_task_of_one_weight_is_whole():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False))  # 2 weights, 1 active at density 0.5
+    masking = Masking(model, "uniform", True, 1)
+    masking.start_task(0, torch.Generator().manual_seed(0), 0.5, "magnitude", "random")
+    masking.end_task()
+    masking.start_task(1, torch.Generator().manual_seed(0), 0.5, "magnitude", "random")
+    masking.mask["0.weight"] = masking.owned["0.weight"].clone()  # task 1 takes task 0's weight
+    assert masking.end_task()["reused_fraction"] == 1.0
+
+
 def test_a_parameter_that_is_neither_maskable_nor_the_head_bias_is_refused():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))  # a hidden bias: no task could own part of it
     with pytest.raises(ValueError, match=r"cannot isolate tasks: parameters \['0.bias'\] are neither maskable"):
