@@ -166,10 +166,11 @@ def test_a_dead_worker_node_s_trial_resumes_on_the_other_node_from_its_s3_checkp
     on_victim = [node_id(tasks[(trial_id, t)]) == victim for t in range(5)]
     resumed_at = on_victim.index(False)  # the first task learned on the other node: right after the last checkpoint
     assert resumed_at >= len(before) and not any(on_victim[resumed_at:]), on_victim
-    # Tune's own record, read back from S3: one report per task, none twice.
+    # Tune's own record, read back from S3: no report twice, and every task learned after the resume. The reports
+    # made on the dead node reach S3 only if Tune synced the trial's folder before the kill (seen missing once).
     (result_json,) = [p for p in s3.files("ray/node-loss") if f"_{trial_id}_" in p and p.endswith("/result.json")]
-    reports = [json.loads(line) for line in s3.read(f"ray/node-loss/{result_json}").splitlines()]
-    assert [report["task"] for report in reports] == [0, 1, 2, 3, 4]
+    reported = [json.loads(line)["task"] for line in s3.read(f"ray/node-loss/{result_json}").splitlines()]
+    assert reported == sorted(set(reported)) and set(range(resumed_at, 5)) <= set(reported), reported
 
 
 # ---------------------------------------------------------------- 4. the driver dies mid-sweep
