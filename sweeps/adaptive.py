@@ -141,7 +141,7 @@ class ValidationPBT(PopulationBasedTraining):
         restored from: that is its model. Ray would ask its actor for a save, and the actor does not run yet: the
         save's future is None (ray/tune/execution/tune_controller.py, _schedule_trial_save; the actor manager
         returns no future for an actor still starting), the exploit of a bottom member is skipped with "Error
-        resolving result", and the save queued on the starting actor left the population waiting for good."""
+        resolving result", and such a rerun was seen to hang (tests/test_adaptive.py's rerun test, before this)."""
         if trial in upper_quantile and trial.status == Trial.PENDING:
             self._trial_state[trial].last_checkpoint = trial.checkpoint
             return
