@@ -310,6 +310,9 @@ def test_erk_raises_the_ratio_to_the_given_power():
 
 def test_erk_at_full_density_is_dense_everywhere():
     assert erk_densities(SHAPES, 1.0) == {name: 1.0 for name in SHAPES}
+    # one 2x9 layer: raw 11/18 times scale 18/11 rounds to just above 1, so the layer turns dense and no
+    # sparse layer is left; its density is still 1
+    assert erk_densities({"only": (2, 9)}, 1.0) == {"only": 1.0}
     assert layer_counts(SHAPES, 1.0, "ERK") == {name: math.prod(shape) for name, shape in SHAPES.items()}
 
 
@@ -347,6 +350,15 @@ def test_set_pruning_through_prune_splits_the_signs():
     weight = torch.tensor([0.1, 0.2, 0.3, -0.1, -0.2, -0.3])
     drop, removed = prune("SET", weight, None, torch.ones(6, dtype=torch.bool), 2)
     assert drop.tolist() == [True, False, False, True, False, False] and removed == 2
+
+
+def test_set_with_exactly_k_active_zeros_still_splits_the_signs():
+    """Zeros leave all at once only when they outnumber k; with exactly k of them they are the first of the
+    non-negative half (docs/experiments/differences.md, "SET as the SET paper defines it"): k = 2 takes one zero
+    and the negative weight closest to 0."""
+    weight = torch.tensor([0.0, 0.0, 0.2, -0.1, -0.2, -0.3])
+    drop, removed = prune("SET", weight, None, torch.ones(6, dtype=torch.bool), 2)
+    assert removed == 2 and int(drop[:2].sum()) == 1 and drop[2:].tolist() == [False, True, False, False]
 
 
 def test_set_prune_takes_the_rest_from_the_other_side_when_one_runs_short():
