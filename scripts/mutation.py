@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # module -> the pytest arguments of the fast tests that guard it (no Ray sweep, no 11M-weight net)
 GUARDS = {
     "analysis/stats.py": ["tests/test_stats.py", "tests/test_racing.py"],
+    "analysis/findings.py": ["tests/test_analysis.py", "tests/test_crossed_panels.py"],
     "cldst/masking.py": ["tests/test_masking.py", "tests/test_continual.py", "-k",
                          "not every_criterion and not learns_well"],
     "cldst/continual.py": ["tests/test_continual.py", "tests/test_protocol.py", "-k", "not file_order"],
