@@ -9,7 +9,7 @@ from engine_runs import run_with_states, small_config
 
 from cldst import checkpoint, continual, metrics
 from cldst.batches import TaskData
-from cldst.config import GROWTHS
+from cldst.config import GROWTHS, ConfigError
 from cldst.data import load_benchmark
 from cldst.masking import Masking, pack_bits
 from cldst.models import Net, build_model
@@ -205,3 +205,11 @@ def test_momentum_growth_under_sgd_warns(bench):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         continual.run(small_config(growth="momentum", optimizer="adam", epochs=1), bench)
+
+
+def test_cuda_without_a_cuda_device_is_refused_and_auto_falls_back_to_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as refused:
+        continual.select_device("cuda")
+    assert str(refused.value) == "device: 'cuda' requested but no CUDA device is available"
+    assert continual.select_device("auto") == continual.select_device("cpu") == torch.device("cpu")
