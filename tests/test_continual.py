@@ -207,9 +207,11 @@ def test_momentum_growth_under_sgd_warns(bench):
         continual.run(small_config(growth="momentum", optimizer="adam", epochs=1), bench)
 
 
-def test_cuda_without_a_cuda_device_is_refused_and_auto_falls_back_to_the_cpu(monkeypatch):
+def test_cuda_without_a_cuda_device_is_refused_and_auto_picks_cuda_only_where_there_is_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError) as refused:
         continual.select_device("cuda")
     assert str(refused.value) == "device: 'cuda' requested but no CUDA device is available"
     assert continual.select_device("auto") == continual.select_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a device object needs no GPU
+    assert continual.select_device("auto") == torch.device("cuda")
