@@ -202,9 +202,24 @@ def test_momentum_growth_under_sgd_warns(bench):
         "momentum growth with --optimizer sgd cannot rank inactive weights: their momentum buffer is masked to 0 after "
         "every step (as in the reference), so every candidate scores 0 and the regrown weights are a tie-break. Use "
         "--optimizer adam, or another growth criterion."]
+    assert warned[0].filename == __file__  # it points at the caller's line, not at cldst
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         continual.run(small_config(growth="momentum", optimizer="adam", epochs=1), bench)
+        continual.run(small_config(growth="random", optimizer="sgd", epochs=1), bench)
+
+
+def test_on_the_cpu_the_weights_keep_the_default_memory_format(bench):
+    """channels_last is for CUDA's convolutions; on the CPU every weight stays contiguous (resnet18: its 3x3
+    convolutions over many channels would not be in channels_last)."""
+    formats = set()
+
+    def record(task, step, loss, optimizer, masking):
+        formats.update(p.is_contiguous() for p in masking.params.values())
+
+    continual.run(small_config(net="resnet18", epochs=1, num_tasks=1, num_classes=2), bench,
+                  continual.Hooks(on_step=record))
+    assert formats == {True}
 
 
 def test_cuda_without_a_cuda_device_is_refused_and_auto_picks_cuda_only_where_there_is_one(monkeypatch):
