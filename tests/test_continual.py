@@ -10,7 +10,7 @@ from engine_runs import run_with_states, small_config
 from cldst import checkpoint, continual, metrics
 from cldst.batches import TaskData
 from cldst.config import GROWTHS, ConfigError
-from cldst.data import load_benchmark
+from cldst.data import load_benchmark, select_classes, task_indices
 from cldst.masking import Masking, pack_bits
 from cldst.models import Net, build_model
 
@@ -59,6 +59,23 @@ def test_without_isolation_earlier_weights_move_and_the_recorded_bwt_is_the_form
     expected = [0.0] + [sum(results[t].acc[j] - results[j].acc[j] for j in range(t)) / t for t in (1, 2)]
     assert [r.bwt for r in results] == pytest.approx(expected)
     assert results[-1].bwt != 0.0, "without isolation the run forgets: the last BWT cannot be 0"
+    # each task's row holds its subnetwork's accuracy on every later task (forward transfer), and its speed
+    assert [len(r.fwt_acc) for r in results] == [2, 1, 0]
+    classes = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
+    for r in results:
+        images = len(task_indices(classes.train_y, r.task, cfg.classes_per_task))
+        assert r.images_per_second * r.train_seconds == pytest.approx(cfg.epochs * images)
+
+
+def test_sgd_is_nesterov_whenever_it_has_momentum_and_each_optimizer_takes_its_settings():
+    model = torch.nn.Linear(2, 2)
+    sgd = continual.make_optimizer(small_config(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-3), model)
+    assert type(sgd) is torch.optim.SGD
+    assert {k: sgd.defaults[k] for k in ("lr", "momentum", "nesterov", "weight_decay")} == {
+        "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-3}
+    assert continual.make_optimizer(small_config(optimizer="sgd", momentum=0.0), model).defaults["nesterov"] is False
+    adam = continual.make_optimizer(small_config(optimizer="adam", lr=1e-3, weight_decay=1e-4), model)
+    assert type(adam) is torch.optim.Adam and (adam.defaults["lr"], adam.defaults["weight_decay"]) == (1e-3, 1e-4)
 
 
 def test_the_engines_sgd_loop_leaves_no_momentum_outside_the_mask(bench, monkeypatch):
