@@ -247,3 +247,17 @@ def test_cuda_without_a_cuda_device_is_refused_and_auto_picks_cuda_only_where_th
     assert continual.select_device("auto") == continual.select_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a device object needs no GPU
     assert continual.select_device("auto") == torch.device("cuda")
+
+
+def test_each_task_starts_at_lr_and_drops_it_tenfold_at_half_and_three_quarters_of_its_epochs(bench):
+    cfg = small_config(epochs=4, num_tasks=2, num_classes=4, optimizer="sgd", lr=0.08, momentum=0.9)
+    lrs = {0: [], 1: []}
+
+    def record(task, step, loss, optimizer, masking):
+        lrs[task].append(optimizer.param_groups[0]["lr"])
+
+    continual.run(cfg, bench, continual.Hooks(on_step=record))
+    per_epoch = len(lrs[0]) // 4
+    assert per_epoch > 0 and len(lrs[0]) == 4 * per_epoch
+    for task in (0, 1):  # a fresh optimizer and schedule per task
+        assert lrs[task] == pytest.approx([0.08] * 2 * per_epoch + [0.008] * per_epoch + [0.0008] * per_epoch)
