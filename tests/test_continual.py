@@ -8,10 +8,10 @@ import torch
 from engine_runs import run_with_states, small_config
 
 from cldst import checkpoint, continual, metrics
-from cldst.batches import TaskData
+from cldst.batches import TaskData, batch_bounds
 from cldst.config import GROWTHS, ConfigError
 from cldst.data import load_benchmark, select_classes, task_indices
-from cldst.masking import Masking, pack_bits
+from cldst.masking import Masking, death_rate_at, pack_bits
 from cldst.models import Net, build_model
 
 
@@ -261,3 +261,30 @@ def test_each_task_starts_at_lr_and_drops_it_tenfold_at_half_and_three_quarters_
     assert per_epoch > 0 and len(lrs[0]) == 4 * per_epoch
     for task in (0, 1):  # a fresh optimizer and schedule per task
         assert lrs[task] == pytest.approx([0.08] * 2 * per_epoch + [0.008] * per_epoch + [0.0008] * per_epoch)
+
+
+def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_only_the_tasks_rows_learn(bench):
+    """Steps 1..N per task (N = epochs x batches), an update after every third with the cosine death rate of
+    its step, and a loss that reaches only the task's own classifier rows."""
+    cfg = small_config(update_frequency=3, epochs=2)
+    steps, updates, foreign_grads = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, []
+
+    def on_step(task, step, loss, optimizer, masking):
+        steps[task].append(step)
+        grad = masking.params["classifier.weight"].grad  # (classes, features)
+        rows = torch.ones(cfg.num_classes, dtype=torch.bool)
+        rows[task * cfg.classes_per_task:(task + 1) * cfg.classes_per_task] = False
+        foreign_grads.append(float(grad[rows].abs().sum()))
+
+    def on_update(task, step, rate, optimizer, masking, changes):
+        updates[task].append((step, rate))
+
+    continual.run(cfg, bench, continual.Hooks(on_step=on_step, on_update=on_update))
+    classes = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
+    for task in range(cfg.num_tasks):
+        images = len(task_indices(classes.train_y, task, cfg.classes_per_task))
+        total = cfg.epochs * len(batch_bounds(images, cfg.batch_size))
+        assert steps[task] == list(range(1, total + 1))
+        assert updates[task] == [(s, pytest.approx(death_rate_at(s, total, cfg.death_rate)))
+                                 for s in range(3, total + 1, 3)]
+    assert set(foreign_grads) == {0.0}
