@@ -268,21 +268,28 @@ def test_each_task_starts_at_lr_and_drops_it_tenfold_at_half_and_three_quarters_
 
 def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_only_the_tasks_rows_learn(bench):
     """Steps 1..N per task (N = epochs x batches), an update after every third with the cosine death rate of
-    its step, and a loss that reaches only the task's own classifier rows."""
+    its step and its changes, a loss that reaches only the task's own classifier rows, and each epoch's loss
+    the mean over its images."""
     cfg = small_config(update_frequency=3, epochs=2)
     steps, updates, foreign_grads = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, []
+    step_losses, epoch_losses = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}
 
     def on_step(task, step, loss, optimizer, masking):
         steps[task].append(step)
+        step_losses[task].append(float(loss.detach()))
         grad = masking.params["classifier.weight"].grad  # (classes, features)
         rows = torch.ones(cfg.num_classes, dtype=torch.bool)
         rows[task * cfg.classes_per_task:(task + 1) * cfg.classes_per_task] = False
         foreign_grads.append(float(grad[rows].abs().sum()))
 
     def on_update(task, step, rate, optimizer, masking, changes):
+        assert changes and set(changes) <= set(masking.params), "the update's removed and regrown sets"
         updates[task].append((step, rate))
 
-    continual.run(cfg, bench, continual.Hooks(on_step=on_step, on_update=on_update))
+    def on_epoch_end(task, epoch, loss, train_acc):
+        epoch_losses[task].append(loss)
+
+    continual.run(cfg, bench, continual.Hooks(on_step=on_step, on_update=on_update, on_epoch_end=on_epoch_end))
     classes = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
     for task in range(cfg.num_tasks):
         images = len(task_indices(classes.train_y, task, cfg.classes_per_task))
@@ -290,4 +297,9 @@ def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_onl
         assert steps[task] == list(range(1, total + 1))
         assert updates[task] == [(s, pytest.approx(death_rate_at(s, total, cfg.death_rate)))
                                  for s in range(3, total + 1, 3)]
+        sizes = [end - start for start, end in batch_bounds(images, cfg.batch_size)]
+        per_epoch = len(sizes)
+        assert epoch_losses[task] == pytest.approx([
+            sum(loss * size for loss, size in zip(step_losses[task][e * per_epoch:(e + 1) * per_epoch], sizes,
+                                                  strict=True)) / images for e in range(cfg.epochs)])
     assert set(foreign_grads) == {0.0}
