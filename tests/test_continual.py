@@ -61,6 +61,7 @@ def test_without_isolation_earlier_weights_move_and_the_recorded_bwt_is_the_form
     assert results[-1].bwt != 0.0, "without isolation the run forgets: the last BWT cannot be 0"
     # each task's row holds its subnetwork's accuracy on every later task (forward transfer), and its speed
     assert [len(r.fwt_acc) for r in results] == [2, 1, 0]
+    assert {(r.val_acc, r.val_avg_acc) for r in results} == {(None, None)}  # no validation split asked for
     classes = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
     for r in results:
         images = len(task_indices(classes.train_y, r.task, cfg.classes_per_task))
