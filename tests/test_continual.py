@@ -1,5 +1,6 @@
 """The per-task loop: isolation is exact, resume equals uninterrupted, runs are reproducible."""
 
+import time
 import warnings
 
 import numpy as np
@@ -51,7 +52,9 @@ def test_isolation_is_exact(bench, growth, optimizer):
 
 def test_without_isolation_earlier_weights_move_and_the_recorded_bwt_is_the_formula(bench):
     cfg = small_config(isolate=False)
+    started = time.perf_counter()
     results, states = run_with_states(cfg, bench)
+    assert 0 < sum(r.train_seconds for r in results) < time.perf_counter() - started
     owned = owned_union(states[0])
     moved = any(not torch.equal(states[0]["model"][n][m], states[-1]["model"][n][m]) for n, m in owned.items())
     assert moved
@@ -202,7 +205,7 @@ def test_task_statistics_are_consistent(bench):
 
 
 def test_nan_loss_is_a_training_error(bench):
-    with pytest.raises(continual.TrainingError, match="loss became nan"):
+    with pytest.raises(continual.TrainingError, match="^loss became nan in task 0, epoch 0$"):
         continual.run(small_config(lr=1e30, optimizer="sgd", momentum=0.0), bench)
 
 
@@ -308,3 +311,25 @@ def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_onl
     # training accuracy counts every image of the epoch: the second epochs reach 95-99%, where one batch of 32
     # of a task's 240 images could give at most 13.3%
     assert all(0 <= acc <= 100 for acc in train_accs) and min(train_accs[1::2]) > 50
+    assert all(acc * 240 / 100 == pytest.approx(round(acc * 240 / 100)) for acc in train_accs)  # 240 images a task
+
+
+@pytest.mark.parametrize("protocol", ["clean", "paper"])
+def test_the_epoch_with_the_best_training_accuracy_is_kept(bench, protocol):
+    """Task 0's weights are zeroed through its last epoch, so its training accuracy falls to chance there: the
+    task keeps epoch 1's weights (restored from its snapshot) and records epoch 1."""
+    cfg = small_config(epochs=3, protocol=protocol)
+    accs, per_epoch = [], len(batch_bounds(240, cfg.batch_size))  # 240 images a task
+
+    def ruin_the_last_epoch(task, step, loss, optimizer, masking):
+        if task == 0 and step > 2 * per_epoch:
+            for p in masking.params.values():
+                p.data.zero_()
+
+    def on_epoch_end(task, epoch, loss, train_acc):
+        if task == 0:
+            accs.append(train_acc)
+
+    results = continual.run(cfg, bench, continual.Hooks(on_step=ruin_the_last_epoch, on_epoch_end=on_epoch_end))
+    assert accs[2] < 60 < accs[1] and results[0].best_epoch == 1
+    assert results[0].acc[0] > 80  # epoch 1's weights, not the zeroed ones
