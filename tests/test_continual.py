@@ -272,8 +272,8 @@ def test_each_task_starts_at_lr_and_drops_it_tenfold_at_half_and_three_quarters_
 
 def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_only_the_tasks_rows_learn(bench):
     """Steps 1..N per task (N = epochs x batches), an update after every third with the cosine death rate of
-    its step and its changes, a loss that reaches only the task's own classifier rows, and each epoch's loss
-    the mean over its images."""
+    its step and its changes, a loss that reaches only the task's own classifier rows and no weight an earlier
+    task owns, and each epoch's loss the mean over its images."""
     cfg = small_config(update_frequency=3, epochs=2)
     steps, updates, foreign_grads = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, []
     step_losses, epoch_losses, train_accs = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, []
@@ -285,6 +285,8 @@ def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_onl
         rows = torch.ones(cfg.num_classes, dtype=torch.bool)
         rows[task * cfg.classes_per_task:(task + 1) * cfg.classes_per_task] = False
         foreign_grads.append(float(grad[rows].abs().sum()))
+        # and no gradient reaches a weight an earlier task owns (it would feed the optimizer's state)
+        foreign_grads.extend(float(p.grad[masking.owned[name]].abs().sum()) for name, p in masking.params.items())
 
     def on_update(task, step, rate, optimizer, masking, changes):
         assert changes and set(changes) <= set(masking.params), "the update's removed and regrown sets"
