@@ -335,3 +335,10 @@ def test_the_epoch_with_the_best_training_accuracy_is_kept(bench, protocol):
     results = continual.run(cfg, bench, continual.Hooks(on_step=ruin_the_last_epoch, on_epoch_end=on_epoch_end))
     assert accs[2] < 60 < accs[1] and results[0].best_epoch == 1
     assert results[0].acc[0] > 80  # epoch 1's weights, not the zeroed ones
+
+
+def test_on_the_cpu_bf16_changes_nothing(bench):
+    """bf16 autocast applies on CUDA only: on the CPU a bf16 run trains and evaluates exactly as fp32."""
+    bf16, fp32 = (continual.run(small_config(epochs=1, num_tasks=2, num_classes=4, precision=p), bench)
+                  for p in ("bf16", "fp32"))
+    assert [(r.acc, r.fwt_acc, r.best_epoch) for r in bf16] == [(r.acc, r.fwt_acc, r.best_epoch) for r in fp32]
