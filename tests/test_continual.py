@@ -342,3 +342,15 @@ def test_on_the_cpu_bf16_changes_nothing(bench):
     bf16, fp32 = (continual.run(small_config(epochs=1, num_tasks=2, num_classes=4, precision=p), bench)
                   for p in ("bf16", "fp32"))
     assert [(r.acc, r.fwt_acc, r.best_epoch) for r in bf16] == [(r.acc, r.fwt_acc, r.best_epoch) for r in fp32]
+
+
+def test_the_paper_protocols_test_crops_are_the_same_at_every_evaluation(bench):
+    """Under `paper` the test images are cropped and flipped with a generator seeded per task, so evaluating
+    the same weights twice gives the same accuracy; crops drawn anew each time would not."""
+    cfg = small_config(protocol="paper")
+    torch.manual_seed(0)
+    model = build_model(cfg.net, bench.channels, bench.image_size, cfg.num_classes)
+    data = TaskData(bench.test_x, bench.test_y, torch.device("cpu"), bench.mean, bench.std, 2, True, False)
+    first, again = (continual.accuracy(cfg, model, data, 0, 0, torch.device("cpu")) for _ in range(2))
+    uncropped = TaskData(bench.test_x, bench.test_y, torch.device("cpu"), bench.mean, bench.std, 0, False, False)
+    assert first == again != continual.accuracy(cfg, model, uncropped, 0, 0, torch.device("cpu"))  # crops applied
