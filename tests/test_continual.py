@@ -353,4 +353,7 @@ def test_the_paper_protocols_test_crops_are_the_same_at_every_evaluation(bench):
     data = TaskData(bench.test_x, bench.test_y, torch.device("cpu"), bench.mean, bench.std, 2, True, False)
     first, again = (continual.accuracy(cfg, model, data, 0, 0, torch.device("cpu")) for _ in range(2))
     uncropped = TaskData(bench.test_x, bench.test_y, torch.device("cpu"), bench.mean, bench.std, 0, False, False)
-    assert first == again != continual.accuracy(cfg, model, uncropped, 0, 0, torch.device("cpu"))  # crops applied
+    whole = continual.accuracy(cfg, model, uncropped, 0, 0, torch.device("cpu"))
+    assert first == again != whole  # the crops were applied
+    in_batches_of_7 = small_config(protocol="paper", eval_batch_size=7)
+    assert continual.accuracy(in_batches_of_7, model, uncropped, 0, 0, torch.device("cpu")) == whole
