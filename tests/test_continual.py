@@ -2,6 +2,7 @@
 
 import time
 import warnings
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -19,6 +20,12 @@ from cldst.models import Net, build_model
 @pytest.fixture(scope="module")
 def bench():
     return load_benchmark("synthetic")
+
+
+def task_images(bench, cfg, task: int) -> int:
+    """How many training images task `task` of `cfg` has."""
+    return len(task_indices(select_classes(bench, cfg.num_classes, cfg.class_order_seed).train_y, task,
+                            cfg.classes_per_task))
 
 
 def owned_union(state):
@@ -65,10 +72,8 @@ def test_without_isolation_earlier_weights_move_and_the_recorded_bwt_is_the_form
     # each task's row holds its subnetwork's accuracy on every later task (forward transfer), and its speed
     assert [len(r.fwt_acc) for r in results] == [2, 1, 0]
     assert {(r.val_acc, r.val_avg_acc) for r in results} == {(None, None)}  # no validation split asked for
-    classes = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
     for r in results:
-        images = len(task_indices(classes.train_y, r.task, cfg.classes_per_task))
-        assert r.images_per_second * r.train_seconds == pytest.approx(cfg.epochs * images)
+        assert r.images_per_second * r.train_seconds == pytest.approx(cfg.epochs * task_images(bench, cfg, r.task))
 
 
 def test_sgd_is_nesterov_whenever_it_has_momentum_and_each_optimizer_takes_its_settings():
@@ -275,8 +280,8 @@ def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_onl
     its step and its changes, a loss that reaches only the task's own classifier rows and no weight an earlier
     task owns, and each epoch's loss the mean over its images."""
     cfg = small_config(update_frequency=3, epochs=2)
-    steps, updates, foreign_grads = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, []
-    step_losses, epoch_losses, train_accs = {0: [], 1: [], 2: []}, {0: [], 1: [], 2: []}, []
+    steps, updates, step_losses, epoch_losses = (defaultdict(list) for _ in range(4))  # by task
+    foreign_grads, train_accs = [], []
 
     def on_step(task, step, loss, optimizer, masking):
         steps[task].append(step)
@@ -297,9 +302,8 @@ def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_onl
         train_accs.append(train_acc)
 
     continual.run(cfg, bench, continual.Hooks(on_step=on_step, on_update=on_update, on_epoch_end=on_epoch_end))
-    classes = select_classes(bench, cfg.num_classes, cfg.class_order_seed)
     for task in range(cfg.num_tasks):
-        images = len(task_indices(classes.train_y, task, cfg.classes_per_task))
+        images = task_images(bench, cfg, task)
         total = cfg.epochs * len(batch_bounds(images, cfg.batch_size))
         assert steps[task] == list(range(1, total + 1))
         assert updates[task] == [(s, pytest.approx(death_rate_at(s, total, cfg.death_rate)))
@@ -311,9 +315,10 @@ def test_every_step_is_counted_updates_come_every_update_frequency_steps_and_onl
                                                   strict=True)) / images for e in range(cfg.epochs)])
     assert set(foreign_grads) == {0.0}
     # training accuracy counts every image of the epoch: the second epochs reach 95-99%, where one batch of 32
-    # of a task's 240 images could give at most 13.3%
+    # of a task's 240 images could give at most 13.3%; and a count of whole images
     assert all(0 <= acc <= 100 for acc in train_accs) and min(train_accs[1::2]) > 50
-    assert all(acc * 240 / 100 == pytest.approx(round(acc * 240 / 100)) for acc in train_accs)  # 240 images a task
+    images = task_images(bench, cfg, 0)  # every task has as many
+    assert all(acc * images / 100 == pytest.approx(round(acc * images / 100)) for acc in train_accs)
 
 
 @pytest.mark.parametrize("protocol", ["clean", "paper"])
@@ -321,7 +326,7 @@ def test_the_epoch_with_the_best_training_accuracy_is_kept(bench, protocol):
     """Task 0's weights are zeroed through its last epoch, so its training accuracy falls to chance there: the
     task keeps epoch 1's weights (restored from its snapshot) and records epoch 1."""
     cfg = small_config(epochs=3, protocol=protocol)
-    accs, per_epoch = [], len(batch_bounds(240, cfg.batch_size))  # 240 images a task
+    accs, per_epoch = [], len(batch_bounds(task_images(bench, cfg, 0), cfg.batch_size))
 
     def ruin_the_last_epoch(task, step, loss, optimizer, masking):
         if task == 0 and step > 2 * per_epoch:
