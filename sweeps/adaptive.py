@@ -99,6 +99,19 @@ class ValidationPBT(PopulationBasedTraining):
             self._save_trial_state(state, state.last_train_time, saved.metrics, trial)
         behind = [s.last_train_time for t, s in self._trial_state.items() if not t.is_finished()]
         self._next_perturbation_sync = min(behind, default=0) + 1
+        # Tune starts every PENDING trial it has room for, whether the scheduler chose it or not: a member restored
+        # ahead of the barrier would learn on past it, unranked there, and one exploited while its actor was still
+        # starting could be left paused for good (Tune's pause of a PENDING trial drops its starting actor but not
+        # its staged place, so it is never started again). Paused now, it waits at its boundary like any member.
+        for member, member_state in self._trial_state.items():
+            saved = member.latest_checkpoint_result
+            unfinished = saved is not None and int(saved.metrics["tasks_done"]) < int(saved.metrics["num_tasks"])
+            if member.status == Trial.PENDING and unfinished and \
+                    member_state.last_train_time >= self._next_perturbation_sync:
+                if member is trial:
+                    trial.set_status(Trial.PAUSED)  # Tune files a trial it adds under its status after this call
+                else:
+                    tune_controller._set_trial_status(member, Trial.PAUSED)
 
     def on_trial_result(self, tune_controller: object, trial: object, result: dict) -> str:
         if result["tasks_done"] >= result["num_tasks"]:

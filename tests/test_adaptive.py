@@ -172,24 +172,37 @@ def test_a_member_is_exploited_only_by_a_donor_at_its_own_task_boundary(donor_do
 
 
 @dataclasses.dataclass(frozen=True)
-class Restored(Member):  # a member as a rerun hands it back: with the checkpoint of its last task
+class Restored(Member):  # a member as a rerun hands it back: with the checkpoint of its last task, PENDING
     latest_checkpoint_result: SimpleNamespace = dataclasses.field(hash=False, compare=False)
+    status: str = dataclasses.field(default="PENDING", hash=False, compare=False)
+
+    def set_status(self, status: str) -> None:  # Trial.set_status
+        object.__setattr__(self, "status", status)
+
+
+class StatusBook:  # the tune controller's _set_trial_status, for the members it holds already
+    def _set_trial_status(self, trial: Restored, status: str) -> None:
+        trial.set_status(status)
 
 
 def test_a_rerun_ranks_members_only_with_those_at_the_same_task_boundary(monkeypatch):
     """After a driver kill, members stand at the tasks their checkpoints hold. Each keeps its checkpoint's score,
-    the barrier is the next task of the member furthest behind, and a ranking there leaves out the members
-    ahead of it (Ray's would rank them by their scores at later boundaries)."""
+    the barrier is the next task of the member furthest behind, the members that stand at it wait there paused
+    (Tune would start them, and they would learn on past it), and a ranking there leaves out the members ahead
+    of it (Ray's would rank them by their scores at later boundaries)."""
     monkeypatch.setattr(cldst_tune, "continue_from_surviving_checkpoint", lambda trial: False)
     monkeypatch.setattr(adaptive.PopulationBasedTraining, "on_trial_add",
                         lambda self, controller, trial: self._trial_state.__setitem__(trial, _PBTTrialState(trial)))
     scheduler = adaptive.ValidationPBT(0.0, hyperparam_mutations={"growth": ["random", "momentum"]},
                                        quantile_fraction=0.5)
     members = {}
-    for name, done, val in (("ahead", 3, 99.0), ("a", 2, 70.0), ("b", 2, 80.0), ("behind", 1, 10.0)):
+    for name, done, val in (("ahead", 3, 99.0), ("a", 2, 70.0), ("behind", 1, 10.0), ("b", 2, 80.0)):
         members[name] = Restored(name, SimpleNamespace(metrics={**report(val, 0.0), "tasks_done": done}))
-        scheduler.on_trial_add(None, members[name])
+        scheduler.on_trial_add(StatusBook(), members[name])
     assert scheduler._next_perturbation_sync == 2
+    # paused at the barrier: a once "behind" came, b as it came; "ahead" has learned all 3 tasks, Tune ends it
+    assert {name: member.status for name, member in members.items()} == {
+        "ahead": "PENDING", "a": "PAUSED", "behind": "PENDING", "b": "PAUSED"}
     assert scheduler._trial_state[members["b"]].last_score == 80.0  # the score of its checkpoint's report
     behind = members["behind"]  # learns task 1 again, and reaches the barrier
     scheduler._save_trial_state(scheduler._trial_state[behind], 2, {**report(75.0, 0.0), "tasks_done": 2}, behind)

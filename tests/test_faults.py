@@ -83,7 +83,11 @@ class Driver:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            pytest.fail(f"the driver did not finish in {timeout:.0f}s:\n{self.output[-3000:]}")
+            output = self.output
+            errors = list(dict.fromkeys(line for line in output.splitlines() if "ERROR" in line or "Error resolving"
+                                        in line))[:20]  # what the tail may have scrolled past
+            pytest.fail(f"the driver did not finish in {timeout:.0f}s; its error lines:\n" + "\n".join(errors) +
+                        f"\n... its output's end:\n{output[-3000:]}")
 
     def kill(self) -> None:
         """SIGKILL the driver, then anything it left in its session."""
