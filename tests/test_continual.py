@@ -240,11 +240,16 @@ def test_on_the_cpu_the_weights_keep_the_default_memory_format(bench):
     convolutions over many channels would not be in channels_last)."""
     formats = set()
 
-    def record(task, step, loss, optimizer, masking):
-        formats.update(p.is_contiguous() for p in masking.params.values())
+    class FirstStepDone(Exception):
+        pass
 
-    continual.run(small_config(net="resnet18", epochs=1, num_tasks=1, num_classes=2), bench,
-                  continual.Hooks(on_step=record))
+    def record(task, step, loss, optimizer, masking):  # the format is set before training: one step shows it
+        formats.update(p.is_contiguous() for p in masking.params.values())
+        raise FirstStepDone
+
+    with pytest.raises(FirstStepDone):
+        continual.run(small_config(net="resnet18", epochs=1, num_tasks=1, num_classes=2), bench,
+                      continual.Hooks(on_step=record))
     assert formats == {True}
 
 
@@ -362,3 +367,60 @@ def test_the_paper_protocols_test_crops_are_the_same_at_every_evaluation(bench):
     assert first == again != whole  # the crops were applied
     in_batches_of_7 = small_config(protocol="paper", eval_batch_size=7)
     assert continual.accuracy(in_batches_of_7, model, uncropped, 0, 0, torch.device("cpu")) == whole
+
+
+@pytest.mark.parametrize("protocol", ["clean", "paper"])
+def test_training_accuracy_is_over_the_tasks_head_or_under_paper_over_all_classes(bench, monkeypatch, protocol):
+    """The accuracy that picks the best epoch: the argmax of the task's head against its target, or under `paper`
+    the reference's argmax over every class against the label. On tasks 1 and 2 the earlier heads take some of
+    the argmax over every class, so the two counts differ there."""
+    cfg = small_config(protocol=protocol)
+    engine_step, counts, recorded = continual.train_step, defaultdict(lambda: [0, 0]), []
+
+    def observed_step(model, optimizer, masking, x, target, head, autocast):
+        loss, logits = engine_step(model, optimizer, masking, x, target, head, autocast)
+        task = head.start // cfg.classes_per_task
+        counts[task, len(recorded)][0] += int((logits[:, head].argmax(1) == target).sum())
+        counts[task, len(recorded)][1] += int((logits.argmax(1) == target + head.start).sum())
+        return loss, logits
+
+    def on_epoch_end(task, epoch, loss, train_acc):
+        recorded.append(train_acc)
+
+    monkeypatch.setattr(continual, "train_step", observed_step)
+    continual.run(cfg, bench, continual.Hooks(on_epoch_end=on_epoch_end))
+    images = [task_images(bench, cfg, task) for task, _ in counts]
+    expected = [100.0 * count[protocol == "paper"] / n for count, n in zip(counts.values(), images, strict=True)]
+    assert recorded == expected
+    assert any(head != every for head, every in counts.values()), "the two accuracies differ somewhere"
+
+
+def test_between_equally_accurate_epochs_the_first_is_kept_even_at_zero_accuracy(bench, monkeypatch):
+    """Every epoch of every task is made 0% accurate (the logits the step returns favour a wrong class): the
+    first epoch is still the best one, and no later epoch of the same accuracy replaces it."""
+    engine_step = continual.train_step
+
+    def always_wrong(model, optimizer, masking, x, target, head, autocast):
+        loss, logits = engine_step(model, optimizer, masking, x, target, head, autocast)
+        wrong = logits.detach().clone()
+        wrong[torch.arange(len(target)), target + head.start] = wrong.min() - 1.0
+        return loss, wrong
+
+    monkeypatch.setattr(continual, "train_step", always_wrong)
+    recorded = []
+    results = continual.run(small_config(epochs=3), bench,
+                            continual.Hooks(on_epoch_end=lambda task, epoch, loss, acc: recorded.append(acc)))
+    assert set(recorded) == {0.0} and len(recorded) == 9
+    assert [r.best_epoch for r in results] == [0, 0, 0]
+
+
+def test_a_one_image_test_set_is_0_or_100_percent_accurate():
+    """An identity head over one-hot images predicts each image's class: one image, one right answer, 100%."""
+    cfg = small_config()
+    model = Net(torch.nn.Flatten(), 6, 6, head_bias=False)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.eye(6))
+    one_image = one_hot_tasks(3, 2)[1]
+    one_image.x, one_image.y = one_image.x[1:], one_image.y[1:]
+    assert len(one_image) == 1
+    assert continual.accuracy(cfg, model, one_image, 1, 1, torch.device("cpu")) == 100.0
