@@ -36,6 +36,7 @@ GUARDS = {
                             "-k", "checkpoint or resume"],
 }
 STATUSES = ("killed", "timeout", "suspicious", "survived", "skipped", "untested")
+ALONE_TIMEOUT = 900  # seconds for the guards on one mutant applied alone (a mutant can loop forever)
 
 
 def copy_repository(to: Path) -> None:
@@ -48,18 +49,52 @@ def copy_repository(to: Path) -> None:
             shutil.copy2(REPO / name, to / name)
 
 
+def environment(work: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(work)}  # the copy's cldst, not an installed one
+
+
 def mutmut(work: Path, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(work)}  # the copy's cldst, not an installed one
-    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, capture_output=True,
-                          text=True).stdout
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=environment(work),
+                          capture_output=True, text=True).stdout
+
+
+def guards(module: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not cluster",
+            *GUARDS[module]]
+
+
+def run_alone(module: str, work: Path, mutant: str) -> str:
+    """The status of one mutant applied alone (`mutmut apply`) against the guards, the source restored after:
+    "untested" where mutmut cannot apply it."""
+    source = (work / module).read_bytes()
+    try:
+        mutmut(work, "apply", mutant)
+        if (work / module).read_bytes() == source:
+            return "untested"
+        try:
+            done = subprocess.run(guards(module), cwd=work, env=environment(work), capture_output=True,
+                                  timeout=ALONE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        return "survived" if done.returncode == 0 else "killed"
+    finally:
+        (work / module).write_bytes(source)
 
 
 def score(module: str, work: Path) -> dict[str, list[str]]:
     """Mutate `module` in `work` and run its guards against each mutant; the mutant ids by status."""
-    runner = shlex.join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not cluster",
-                         *GUARDS[module]])
-    mutmut(work, "run", "--paths-to-mutate", module, "--runner", runner, "--simple-output", "--no-progress")
-    return {status: mutmut(work, "result-ids", status).split() for status in STATUSES}
+    mutmut(work, "run", "--paths-to-mutate", module, "--runner", shlex.join(guards(module)), "--simple-output",
+           "--no-progress")
+    ids = {status: mutmut(work, "result-ids", status).split() for status in STATUSES}
+    # mutmut 2's run can stop early, its cache having lost a mutant's line ("Attribute Mutant.line is
+    # required"): the mutants it left untested are applied one at a time instead
+    for mutant in ids["untested"][:]:
+        status = run_alone(module, work, mutant)
+        if status != "untested":
+            ids["untested"].remove(mutant)
+            ids[status].append(mutant)
+            print(f"mutant {mutant} applied alone: {status}", file=sys.stderr, flush=True)
+    return ids
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts import mutation
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.timeout(600)
@@ -23,3 +25,7 @@ def test_mutation_score_of_the_splits(tmp_path):
     assert "\nmutant " not in done.stdout  # no survivor listed
     assert (REPO / "cldst" / "splits.py").read_bytes() == source
     assert (tmp_path / ".mutmut-cache").is_file()
+    # the path for mutants that mutmut's run leaves untested: each applied alone, the source restored after
+    assert mutation.run_alone("cldst/splits.py", tmp_path, "1") == "killed"
+    assert mutation.run_alone("cldst/splits.py", tmp_path, "999999") == "untested"  # no such mutant
+    assert (tmp_path / "cldst" / "splits.py").read_bytes() == source
