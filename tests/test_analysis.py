@@ -226,6 +226,27 @@ def test_a_growth_criterion_wins_only_when_all_its_comparisons_are_real(tmp_path
     assert "ahead of gradient by" in growth.text and "ahead of random by" in growth.text
 
 
+def test_growth_criteria_no_one_ahead_or_untested_are_named_as_criteria(tmp_path: Path) -> None:
+    """Three criteria with the same effect: "no growth criterion wins"; with one seed: "Growth criteria ... are
+    not tested"."""
+    noise = iter(np.random.default_rng(2).normal(0.0, 0.5, size=21))
+    for name, seeds in (("tied", 6), ("one-seed", 1)):
+        writer = Writer(tmp_path / name, name)
+        for seed in range(seeds):
+            for growth in ("momentum", "random", "gradient"):
+                writer.trial(config(growth=growth, seed=seed), 80.0 + seed + next(noise))
+    found = {}
+    for name in ("tied", "one-seed"):
+        runs = analysis.load(tmp_path / name)
+        table = tables.summary(runs)
+        (found[name],) = [f for f in sentences(comparisons(runs, table), table, runs) if f.topic == "growth"]
+    assert found["tied"].winner is None and found["tied"].verdict == stats.NOT_ESTABLISHED
+    assert found["tied"].text.startswith("Over this split's cells, no growth criterion wins: "), found["tied"].text
+    assert found["one-seed"].verdict == stats.NOT_TESTED
+    assert found["one-seed"].text.startswith("Growth criteria over this split's cells ("), found["one-seed"].text
+    assert found["one-seed"].text.endswith(") are not tested (1 seed)."), found["one-seed"].text
+
+
 def test_a_growth_criterion_ahead_on_paired_seeds_leads_even_below_on_the_mean(tmp_path: Path) -> None:
     """momentum has a sixth seed at 99 that random lacks: momentum's mean is higher, yet random is ahead on every
     seed both ran. The finding must not call random 'cannot be told apart' from the leader, or the leader
