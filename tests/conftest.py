@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
+
+# Several xdist workers on as many cores: torch (and OpenMP in the drivers and trials a test starts) on one thread
+# each. With torch's default, a thread per core in every worker, the workers' OpenMP threads spin waiting for each
+# other: test_masking.py and test_continual.py on 2 workers took 161 s instead of 51 s (299 s of CPU instead of
+# 55 s). Set before any test module imports torch.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Modules whose tests start Ray, a sweep driver, the benchmarks or mutmut: minutes of the full suite. The quick tier
 # leaves them out, with every multi-node test (marked cluster); docs/development/tests.md.
@@ -14,17 +22,13 @@ SLOW_MODULES = {"test_adaptive", "test_benchmarks", "test_examples", "test_fault
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks the slow tests, and runs the modules with a cluster first, then the other slow ones, so that no long
-    module is the last a worker starts (README: `-n 2 --dist loadfile`, a module to a worker). Its effect on the
-    suite's time was not measured apart from the other changes."""
-    rank = {}
+    """Marks the slow tests. (With `-n 2 --dist loadfile`, xdist hands the modules out in the order of their
+    number of tests, most first: the Ray modules, with few tests, start last, each beside the rest of the other
+    worker's queue. Ordering them first, with `--no-loadscope-reorder`, was not faster: two Ray modules then run side
+    by side; docs/development/tests.md.)"""
     for item in items:
-        module = item.module.__name__.rpartition(".")[2]
-        if module in SLOW_MODULES or item.get_closest_marker("cluster"):
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES or item.get_closest_marker("cluster"):
             item.add_marker(pytest.mark.slow)
-        rank[module] = min(rank.get(module, 2), 0 if item.get_closest_marker("cluster") else
-                           1 if item.get_closest_marker("slow") else 2)
-    items.sort(key=lambda item: rank[item.module.__name__.rpartition(".")[2]])
 
 
 @pytest.fixture(scope="module")
