@@ -247,6 +247,34 @@ def test_growth_criteria_no_one_ahead_or_untested_are_named_as_criteria(tmp_path
     assert found["one-seed"].text.endswith(") are not tested (1 seed)."), found["one-seed"].text
 
 
+@pytest.mark.parametrize(("field", "levels", "winner", "one", "several"), [
+    ("prune", ("magnitude", "SET"), "pruning", "prune criterion", "Prune criteria"),
+    ("death_rate", (0.3, 0.5), "death rate", "death rate", "Death rates"),
+    ("optimizer", ("adam", "sgd"), "optimizer", "optimizer", "Optimizers")])
+def test_a_compared_setting_is_named_in_its_own_words(tmp_path: Path, field: str, levels: tuple, winner: str,
+                                                      one: str, several: str) -> None:
+    """A crossed setting 3 points ahead: "<level> <setting> wins"; with no effect: "no <setting> wins" over 6
+    seeds, "<Settings> ... are not tested" with one."""
+    rng = np.random.default_rng(3)
+    found = {}
+    for name, seeds, effect in (("ahead", 6, 3.0), ("tied", 6, 0.0), ("one-seed", 1, 0.0)):
+        writer = Writer(tmp_path / name, name)
+        for seed in range(seeds):
+            offset = rng.normal(0.0, 3.0)
+            for growth, level in itertools.product(("random", "momentum"), levels):
+                writer.trial(dict(config(growth=growth, seed=seed), **{field: level}), 80.0 + offset +
+                             effect * (level == levels[0]) + rng.normal(0.0, 0.3))
+        runs = analysis.load(tmp_path / name)
+        table = tables.summary(runs)
+        (found[name],) = [f for f in sentences(comparisons(runs, table), table, runs) if f.topic == field]
+    assert found["ahead"].verdict == stats.REAL and found["ahead"].winner == levels[0]
+    assert found["ahead"].text.startswith(f"Over this split's cells, {levels[0]} {winner} wins ("), found["ahead"].text
+    assert found["tied"].verdict == stats.NOT_ESTABLISHED, found["tied"].text
+    assert found["tied"].text.startswith(f"Over this split's cells, no {one} wins: "), found["tied"].text
+    assert found["one-seed"].verdict == stats.NOT_TESTED
+    assert found["one-seed"].text.startswith(f"{several} over this split's cells ("), found["one-seed"].text
+
+
 def test_a_growth_criterion_ahead_on_paired_seeds_leads_even_below_on_the_mean(tmp_path: Path) -> None:
     """momentum has a sixth seed at 99 that random lacks: momentum's mean is higher, yet random is ahead on every
     seed both ran. The finding must not call random 'cannot be told apart' from the leader, or the leader
