@@ -226,43 +226,23 @@ def test_a_growth_criterion_wins_only_when_all_its_comparisons_are_real(tmp_path
     assert "ahead of gradient by" in growth.text and "ahead of random by" in growth.text
 
 
-def test_growth_criteria_no_one_ahead_or_untested_are_named_as_criteria(tmp_path: Path) -> None:
-    """Three criteria with the same effect: "no growth criterion wins"; with one seed: "Growth criteria ... are
-    not tested"."""
-    noise = iter(np.random.default_rng(2).normal(0.0, 0.5, size=21))
-    for name, seeds in (("tied", 6), ("one-seed", 1)):
-        writer = Writer(tmp_path / name, name)
-        for seed in range(seeds):
-            for growth in ("momentum", "random", "gradient"):
-                writer.trial(config(growth=growth, seed=seed), 80.0 + seed + next(noise))
-    found = {}
-    for name in ("tied", "one-seed"):
-        runs = analysis.load(tmp_path / name)
-        table = tables.summary(runs)
-        (found[name],) = [f for f in sentences(comparisons(runs, table), table, runs) if f.topic == "growth"]
-    assert found["tied"].winner is None and found["tied"].verdict == stats.NOT_ESTABLISHED
-    assert found["tied"].text.startswith("Over this split's cells, no growth criterion wins: "), found["tied"].text
-    assert found["one-seed"].verdict == stats.NOT_TESTED
-    assert found["one-seed"].text.startswith("Growth criteria over this split's cells ("), found["one-seed"].text
-    assert found["one-seed"].text.endswith(") are not tested (1 seed)."), found["one-seed"].text
-
-
 @pytest.mark.parametrize(("field", "levels", "winner", "one", "several"), [
+    ("growth", ("momentum", "random"), "growth", "growth criterion", "Growth criteria"),
     ("prune", ("magnitude", "SET"), "pruning", "prune criterion", "Prune criteria"),
     ("death_rate", (0.3, 0.5), "death rate", "death rate", "Death rates"),
     ("optimizer", ("adam", "sgd"), "optimizer", "optimizer", "Optimizers")])
 def test_a_compared_setting_is_named_in_its_own_words(tmp_path: Path, field: str, levels: tuple, winner: str,
                                                       one: str, several: str) -> None:
-    """A crossed setting 3 points ahead: "<level> <setting> wins"; with no effect: "no <setting> wins" over 6
-    seeds, "<Settings> ... are not tested" with one."""
+    """Growth, or a crossed setting, 3 points ahead: "<level> <setting> wins"; with no effect: "no <setting>
+    wins" over 6 seeds, "<Settings> ... are not tested" with one."""
     rng = np.random.default_rng(3)
     found = {}
     for name, seeds, effect in (("ahead", 6, 3.0), ("tied", 6, 0.0), ("one-seed", 1, 0.0)):
         writer = Writer(tmp_path / name, name)
         for seed in range(seeds):
             offset = rng.normal(0.0, 3.0)
-            for growth, level in itertools.product(("random", "momentum"), levels):
-                writer.trial(dict(config(growth=growth, seed=seed), **{field: level}), 80.0 + offset +
+            for init, level in itertools.product(("ERK", "uniform"), levels):
+                writer.trial(dict(config(sparse_init=init, seed=seed), **{field: level}), 80.0 + offset +
                              effect * (level == levels[0]) + rng.normal(0.0, 0.3))
         runs = analysis.load(tmp_path / name)
         table = tables.summary(runs)
