@@ -150,11 +150,12 @@ class ValidationPBT(PopulationBasedTraining):
 
     def _checkpoint_or_exploit(self, trial: object, tune_controller: object, upper_quantile: list,
                                lower_quantile: list) -> None:
-        """Ray's, but a top member that has not run since a rerun restored it donates the checkpoint it was
-        restored from: that is its model. Ray would ask its actor for a save, and the actor does not run yet: the
-        save's future is None (ray/tune/execution/tune_controller.py, _schedule_trial_save; the actor manager
-        returns no future for an actor still starting), the exploit of a bottom member is skipped with "Error
-        resolving result", and such a rerun was seen to hang (tests/test_adaptive.py's rerun test, before this)."""
+        """Ray's, but a top member still PENDING at a synchronisation donates the checkpoint it was restored from:
+        that is its model. (A rerun pauses the members it restores at the barrier, in on_trial_add, so this is left
+        to a member Tune requeued there after a lost actor.) Ray would ask its actor for a save, and the actor does
+        not run yet: the save's future is None (ray/tune/execution/tune_controller.py, _schedule_trial_save; the
+        actor manager returns no future for an actor still starting), the exploit of a bottom member is skipped
+        with "Error resolving result", and such a rerun was seen to hang (tests/test_adaptive.py's rerun test)."""
         if trial in upper_quantile and trial.status == Trial.PENDING:
             self._trial_state[trial].last_checkpoint = trial.checkpoint
             return
