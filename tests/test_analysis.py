@@ -130,7 +130,9 @@ def texts(found: list, panel: str, topic: str) -> list[str]:
 def test_comparisons_pair_seeds_and_average_within_a_seed(results: Path) -> None:
     """The fixture by hand: per-seed contrasts, then scipy's one-sample t-test on them; each split one family."""
     runs, table = grid_summary(results)
-    rows = comparisons(runs, table).set_index(["num_tasks", "topic", "density", "sparse_init"])
+    rows = comparisons(runs, table)
+    assert rows.index.equals(pd.RangeIndex(len(rows)))  # a row per claim over both splits, numbered from 0
+    rows = rows.set_index(["num_tasks", "topic", "density", "sparse_init"])
     per_seed = {  # ERK - uniform, averaged over random and momentum within each seed; momentum - random
         # the init main effect: the growth x density cells averaged within each seed (seed 2 ran 2 of them)
         (5, "init", np.nan, ""): [(10 + 11 + 2 + 0.5) / 4, (11 + 11 + 0 - 0.5) / 4, (12 + 11) / 2],
