@@ -570,6 +570,27 @@ def test_a_left_out_trials_last_avg_acc_skips_a_task_it_discarded(tmp_path: Path
     assert "| 3 of 5 | 42.00 |" in row
 
 
+def test_compared_splits_keep_every_held_setting_and_come_sorted_by_it(tmp_path: Path) -> None:
+    """Prune criteria compared, crossed with lr and class_order_seed (unset or 1), the runs written in no sorted
+    order: each of the 4 splits is a family of its own, those with no class_order_seed (null) among them, in the
+    order of their held settings, each named by them as JSON with sorted keys (the runs' columns hold prune, lr,
+    class_order_seed in that order)."""
+    writer = Writer(tmp_path, "crossed")
+    for seed, lr, order, init, prune in itertools.product((0, 1), (0.01, 0.003), (1, None), ("ERK", "uniform"),
+                                                          ("magnitude", "SET")):
+        cfg = dict(config(sparse_init=init, seed=seed), prune=prune, lr=lr, class_order_seed=order)
+        writer.trial(cfg, 70.0 + 3.0 * (prune == "magnitude") + seed)
+    runs = analysis.load(tmp_path / "crossed")
+    rows = comparisons(runs, tables.summary(runs))
+    compared = rows[rows["topic"] == "prune"]
+    assert list(compared["settings"]) == ['{"class_order_seed": 1.0, "lr": 0.003}',
+                                          '{"class_order_seed": null, "lr": 0.003}',
+                                          '{"class_order_seed": 1.0, "lr": 0.01}',
+                                          '{"class_order_seed": null, "lr": 0.01}']
+    assert compared["panel"].str.endswith(" · prune compared").all() and compared["panel"].is_unique
+    assert '{"class_order_seed": null, "lr": 0.01, "prune": "SET"}' in set(rows["settings"])
+
+
 def test_a_crossed_prune_criterion_is_a_family_of_its_own_and_its_levels_are_never_averaged(tmp_path: Path) -> None:
     """6 seeds of 2 inits x 2 growth criteria x 2 densities x 2 prune criteria; true effect: magnitude +3 over SET
     everywhere, nothing else. Each prune criterion keeps its own panel (tables, init and growth families), and the
