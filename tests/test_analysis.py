@@ -591,6 +591,25 @@ def test_compared_splits_keep_every_held_setting_and_come_sorted_by_it(tmp_path:
     assert '{"class_order_seed": null, "lr": 0.01, "prune": "SET"}' in set(rows["settings"])
 
 
+def test_a_compared_split_without_claims_leaves_every_other_finding(tmp_path: Path) -> None:
+    """Prune criteria compared on 4 tasks and on 5; on 4 every run's growth varies over its tasks, so that split
+    has no cell and no claim (it comes first). The 5-task split's comparison is still found, beside the findings of
+    every panel."""
+    writer = Writer(tmp_path, "crossed")
+    for seed, tasks, init, prune in itertools.product((0, 1), (5, 4), ("ERK", "uniform"), ("magnitude", "SET")):
+        cfg = dict(config(num_tasks=tasks, sparse_init=init, seed=seed), prune=prune)
+        if tasks == 4:
+            cfg["growth"] = ("random",) * 3 + ("momentum",)
+        writer.trial(cfg, 70.0 + 3.0 * (prune == "magnitude") + seed)
+    runs = analysis.load(tmp_path / "crossed")
+    table = tables.summary(runs)
+    found = sentences(comparisons(runs, table), table, runs)
+    where = {(f.panel.split(" · ")[2], f.panel.endswith("prune compared"), f.topic) for f in found}
+    assert where == {("4 tasks x 2 classes", False, "bwt"),
+                     *itertools.product(["5 tasks x 2 classes"], [False], ["family", "init", "bwt"]),
+                     *itertools.product(["5 tasks x 2 classes"], [True], ["family", "prune"])}
+
+
 def test_a_crossed_prune_criterion_is_a_family_of_its_own_and_its_levels_are_never_averaged(tmp_path: Path) -> None:
     """6 seeds of 2 inits x 2 growth criteria x 2 densities x 2 prune criteria; true effect: magnitude +3 over SET
     everywhere, nothing else. Each prune criterion keeps its own panel (tables, init and growth families), and the
