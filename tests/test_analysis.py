@@ -24,7 +24,7 @@ from analysis_fixture import GRID, SEARCH, Writer, build_grid, build_search, con
 import analysis
 from analysis import claims, search, stats, tables
 from analysis.best import best_configs
-from analysis.findings import comparisons, sentences
+from analysis.findings import comparisons, evidence, sentences
 from analysis.report import default_out, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,6 +275,25 @@ def test_a_growth_criterion_ahead_on_paired_seeds_leads_even_below_on_the_mean(t
     assert growth.text.startswith("Over this split's cells, random growth wins (")
     assert "ahead of momentum by 1.98 points (95% CI 1.72 to 2.23, 5 seeds; 1 run(s) without a pair left out" \
         in growth.text
+
+
+CLAIM = {"n_pairs": 10, "n_run_pairs": 10, "n_unmatched": 0, "verdict": stats.REAL, "p_adjusted": 0.0123,
+         "tie": False, "ci_low": 2.333, "ci_high": 3.346}
+
+
+@pytest.mark.parametrize(("changed", "expected"), [
+    ({}, "95% CI 2.33 to 3.35, 10 seeds, adjusted p = 0.012"),
+    ({"n_run_pairs": 40, "p_adjusted": 0.0009}, "95% CI 2.33 to 3.35, 10 seeds (40 run pairs), adjusted p < 0.001"),
+    ({"n_pairs": 2, "n_run_pairs": 2, "n_unmatched": 3, "p_adjusted": 0.001},
+     "95% CI 2.33 to 3.35, 2 seeds; 3 run(s) without a pair left out, adjusted p = 0.001"),
+    ({"tie": True}, "10 seeds, spread below one test image: a tie of counts, so the exact sign-flip test, adjusted "
+                    "p = 0.012"),
+    ({"n_pairs": 1, "n_run_pairs": 1, "verdict": stats.NOT_TESTED}, "1 seed: not tested"),
+    ({"n_pairs": 0, "n_run_pairs": 0, "n_unmatched": 4, "verdict": stats.NOT_TESTED},
+     "no seed run by both, so no test"),
+])
+def test_the_evidence_of_a_claim_names_its_seeds_pairs_and_adjusted_p(changed: dict, expected: str) -> None:
+    assert evidence(pd.Series({**CLAIM, **changed})) == expected
 
 
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
