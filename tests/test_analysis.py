@@ -24,7 +24,7 @@ from analysis_fixture import GRID, SEARCH, Writer, build_grid, build_search, con
 import analysis
 from analysis import claims, search, stats, tables
 from analysis.best import best_configs
-from analysis.findings import comparisons, evidence, sentences
+from analysis.findings import comparisons, detectable, evidence, sentences
 from analysis.report import default_out, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,6 +294,34 @@ CLAIM = {"n_pairs": 10, "n_run_pairs": 10, "n_unmatched": 0, "verdict": stats.RE
 ])
 def test_the_evidence_of_a_claim_names_its_seeds_pairs_and_adjusted_p(changed: dict, expected: str) -> None:
     assert evidence(pd.Series({**CLAIM, **changed})) == expected
+
+
+OPEN = {"n_pairs": 3, "diff": -1.5, "ci_low": -4.0, "ci_high": 1.0, "mde": 3.456, "seeds_needed": 12.0}
+
+
+@pytest.mark.parametrize(("changed", "expected"), [
+    ({}, "; too few seeds to tell: a difference of 1.50 points needs about 12 seeds at this family's level, and these "
+         "seeds would find a difference of about 3.46 points (80% power; spread estimated with 2 degrees of freedom)"),
+    ({"n_pairs": 2, "seeds_needed": np.nan, "mde": 100.0},
+     "; too few seeds to tell: a difference of 1.50 points needs more than 10000 seeds at this family's level, and "
+     "these seeds would find a difference of about 100.00 points (80% power; spread estimated with 1 degree of "
+     "freedom)"),
+    ({"mde": 100.01}, "; too few seeds to tell: a difference of 1.50 points needs about 12 seeds at this family's "
+                      "level, and these seeds would find no difference on the 0-100 scale (80% power; spread "
+                      "estimated with 2 degrees of freedom)"),
+    ({"ci_low": -0.99, "ci_high": 0.99}, "; its 95% CI excludes any difference of 1 point or more"),
+    ({"ci_low": -1.0, "ci_high": 0.5}, None),  # an interval that reaches 1 point does not exclude it
+    ({"ci_low": -0.5, "ci_high": 1.0}, None),
+    ({"mde": np.nan}, ""),
+    ({"ci_low": np.nan, "ci_high": np.nan}, ""),
+])
+def test_an_open_claim_says_whether_its_interval_rules_out_a_point_or_its_seeds_are_too_few(changed: dict,
+                                                                                             expected: str | None):
+    said = detectable(pd.Series({**OPEN, **changed}))
+    if expected is None:
+        assert said.startswith("; too few seeds to tell: ")
+    else:
+        assert said == expected
 
 
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
