@@ -22,7 +22,7 @@ import scipy.stats
 from analysis_fixture import GRID, SEARCH, Writer, build_grid, build_search, config
 
 import analysis
-from analysis import claims, search, stats, tables
+from analysis import claims, findings, search, stats, tables
 from analysis.best import best_configs
 from analysis.findings import comparisons, detectable, evidence, sentences
 from analysis.report import default_out, main
@@ -322,6 +322,34 @@ def test_an_open_claim_says_whether_its_interval_rules_out_a_point_or_its_seeds_
         assert said.startswith("; too few seeds to tell: ")
     else:
         assert said == expected
+
+
+@pytest.mark.parametrize(("ci", "said"), [
+    ((-0.99, 0.99), "cannot be told apart"),  # the interval rules out a point either way
+    ((-1.0, 0.5), "are not told apart with 3 seeds"),
+    ((-0.5, 1.0), "are not told apart with 3 seeds"),
+    ((np.nan, np.nan), "are not told apart with 3 seeds"),
+])
+def test_an_open_claim_cannot_be_told_apart_only_when_its_interval_rules_out_a_point(ci: tuple, said: str) -> None:
+    assert findings._open(pd.Series({"n_pairs": 3, "ci_low": ci[0], "ci_high": ci[1]})) == said
+
+
+def test_a_splits_family_counts_its_tested_claims_by_question() -> None:
+    def row(topic: str, p: float, n_pairs: int = 3) -> dict:
+        return {"topic": topic, "p_value": p, "family_size": 7, "n_pairs": n_pairs}
+
+    untested = pd.DataFrame([row(claims.INIT, np.nan, 1), row(claims.GROWTH, np.nan, 0)])
+    assert findings._family_finding("T", untested) == findings.Finding(
+        "T", "family", "", "No claim of this split is tested yet: not tested (1 seed).")  # its first claim's seeds
+    tested = [row(claims.INIT, 0.5), row(claims.GROWTH, np.nan), row(claims.INIT_CELL, 0.1),
+              row(claims.INIT_CELL, 0.2), row(claims.INIT_CELL, np.nan), row(claims.GROWTH_CELL, np.nan)]
+    assert findings._family_finding("T", pd.DataFrame(tested)) == findings.Finding(
+        "T", "family", "", "This split is one family of 7 tested claims (1 init main effect(s), 0 growth main "
+                           "effect(s), 2 init cell(s), each tested only once its main effect is real); its "
+                           "familywise error rate is 0.05.")
+    tested[-1]["p_value"] = 0.3
+    assert "2 init cell(s) and 1 growth cell(s), each" in findings._family_finding("T", pd.DataFrame(tested)).text
+    assert findings._untested(pd.Series(tested[0])) == "not tested (3 seeds)"
 
 
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
