@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -350,6 +351,95 @@ def test_a_splits_family_counts_its_tested_claims_by_question() -> None:
     tested[-1]["p_value"] = 0.3
     assert "2 init cell(s) and 1 growth cell(s), each" in findings._family_finding("T", pd.DataFrame(tested)).text
     assert findings._untested(pd.Series(tested[0])) == "not tested (3 seeds)"
+
+
+INIT_CLAIM = {**CLAIM, "topic": claims.INIT, "a": "ERK", "b": "uniform", "diff": 2.84, "reversed_cells": "",
+              "heterogeneity_p": 0.5, "mde": 1.5, "seeds_needed": 4.0}
+BY_DENSITY = "; by density (point estimates): 0.1 +3.00, 0.2 -0.25"
+REAL_EVIDENCE = "95% CI 2.33 to 3.35, 10 seeds, adjusted p = 0.012"
+
+
+@pytest.mark.parametrize(("changed", "verdict", "text"), [
+    ({}, stats.REAL, f"Over this split's cells, ERK initialisation beats uniform by 2.84 points ({REAL_EVIDENCE})"
+                     f"{BY_DENSITY}."),
+    ({"reversed_cells": "density 0.2"}, stats.REAL,
+     f"Over this split's cells, ERK initialisation beats uniform by 2.84 points ({REAL_EVIDENCE}){BY_DENSITY}; but "
+     "ERK - uniform has its unadjusted 95% CI on the other side of 0 in density 0.2: the average may hide a reversal."),
+    ({"verdict": stats.NOT_ESTABLISHED, "ci_low": -0.5, "ci_high": 6.0}, stats.NOT_ESTABLISHED,
+     "Over this split's cells, ERK and uniform initialisation are not told apart with 10 seeds: ERK - uniform = +2.84 "
+     "points (95% CI -0.50 to 6.00, 10 seeds, adjusted p = 0.012); too few seeds to tell: a difference of 2.84 "
+     "points needs about 4 seeds at this family's level, and these seeds would find a difference of about 1.50 "
+     f"points (80% power; spread estimated with 9 degrees of freedom){BY_DENSITY}."),
+    ({"verdict": stats.NOT_TESTED, "n_pairs": 1, "n_run_pairs": 1}, stats.NOT_TESTED,
+     f"Over this split's cells, ERK against uniform initialisation is not tested (1 seed): ERK - uniform = +2.84 "
+     f"points{BY_DENSITY}."),
+    ({"verdict": stats.NOT_TESTED, "n_pairs": 0}, stats.NOT_TESTED,
+     "ERK and uniform initialisation were never run with the same seed, growth criterion and density: no "
+     "comparison."),
+])
+def test_the_init_finding_of_each_verdict_by_hand(changed: dict, verdict: str, text: str) -> None:
+    cells = pd.DataFrame({"density": [0.1, 0.2], "diff": [3.0, -0.25]})
+    found = findings._init_finding("T", pd.Series({**INIT_CLAIM, **changed}), cells)
+    assert found == findings.Finding("T", claims.INIT, verdict, text, "ERK" if verdict == stats.REAL else None)
+    if verdict != stats.NOT_TESTED:  # no cell, no word of densities
+        assert BY_DENSITY not in findings._init_finding("T", pd.Series({**INIT_CLAIM, **changed}), cells[:0]).text
+
+
+def test_a_main_effect_names_each_cell_that_may_disagree_with_it() -> None:
+    rows = pd.DataFrame([
+        {"a": "A", "b": "B", "reversed_cells": "density 0.2", "heterogeneity_p": 0.001},  # the reversal is named
+        {"a": "C", "b": "D", "reversed_cells": "", "heterogeneity_p": 0.01},
+        {"a": "E", "b": "F", "reversed_cells": "", "heterogeneity_p": stats.ALPHA},  # not below ALPHA
+        {"a": "G", "b": "H", "reversed_cells": np.nan, "heterogeneity_p": np.nan},  # one cell: nothing to compare
+    ])
+    assert findings._disagreements(rows) == (
+        "; but A - B has its unadjusted 95% CI on the other side of 0 in density 0.2; C - D differs between cells "
+        "(unadjusted Friedman p = 0.010): the average may hide a reversal")
+    assert findings._disagreements(rows[2:]) == ""
+
+
+@pytest.mark.parametrize(("topic", "text"), [
+    (claims.INIT_CELL, "At density 0.1, ERK initialisation beats uniform by"),
+    (claims.GROWTH_CELL, "With ERK initialisation at density 0.1, ERK growth beats uniform by"),
+    ("prune cell", "With ERK initialisation and random growth at density 0.1, ERK pruning beats uniform by"),
+    ("death_rate cell", "With ERK initialisation and random growth at density 0.1, ERK death rate beats uniform by"),
+])
+def test_a_real_cell_is_named_by_where_it_lies(topic: str, text: str) -> None:
+    row = pd.Series({**INIT_CLAIM, "topic": topic, "density": 0.1, "sparse_init": "ERK", "growth": "random"})
+    assert findings._cell_finding("T", row) == findings.Finding("T", topic, stats.REAL,
+                                                                f"{text} 2.84 points ({REAL_EVIDENCE}).", "ERK")
+
+
+def test_the_seeds_a_family_needs_come_from_the_paired_spreads_of_its_tested_claims() -> None:
+    def row(topic: str, sd: float, n_pairs: int = 5, level: float = 0.05, tie: bool = False) -> dict:
+        return {"topic": topic, "sd": sd, "n_pairs": n_pairs, "level": level, "tie": tie, "family_size": 7}
+
+    rows = pd.DataFrame([row(claims.INIT, 2.0), row(claims.INIT, 1.0, 4, 0.025),
+                         row(claims.INIT, 9.0, tie=True), row(claims.INIT, 9.0, 1),  # left out: a tie, one seed
+                         row(claims.GROWTH, 9.0, 1), row(claims.INIT_CELL, 9.0)])
+    spread = math.sqrt((2.0**2 + 1.0**2) / 2)  # the root mean square of the two tested init claims' spreads
+    needed = stats.seeds_needed(1.0, spread, 0.025)  # at the lower of their levels
+    assert findings._power_finding("T", rows) == [findings.Finding(
+        "T", "power", "", f"To find a 1-point difference with 80% power in this family of 7: init claims: about "
+                          f"{needed} seeds (paired spread 1.58 points, estimated from 5 seeds).")]
+    far = pd.DataFrame([row(claims.GROWTH, 1000.0)])
+    assert findings._power_finding("T", far)[0].text.endswith(
+        ": growth claims: more than 10000 seeds (paired spread 1000.00 points, estimated from 5 seeds).")
+    assert findings._power_finding("T", rows[rows["n_pairs"] < 2]) == []
+
+
+@pytest.mark.parametrize(("bwt", "verdict", "text"), [
+    ([0.0, -0.004, 0.004], "none", "Backward transfer is 0.00 in all 3 finished runs: no forgetting, as parameter "
+                                   "isolation promises."),
+    ([-0.5, 0.0, 0.2], "forgetting", "Backward transfer ranges from -0.50 to 0.20 points over 3 finished runs; 1 of "
+                                     "them lost accuracy on earlier tasks (BWT < 0), which parameter isolation should "
+                                     "prevent."),
+    ([-0.005, 0.005], "none", "Backward transfer ranges from -0.01 to 0.01 points over 2 finished runs; 0 of them lost "
+                              "accuracy on earlier tasks (BWT < 0), which parameter isolation should prevent."),
+])
+def test_the_bwt_finding_says_whether_isolation_kept_its_promise(bwt: list, verdict: str, text: str) -> None:
+    assert findings._bwt_finding("T", pd.Series(bwt)) == [findings.Finding("T", "bwt", verdict, text)]
+    assert findings._bwt_finding("T", pd.Series([], dtype=float)) == []
 
 
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
