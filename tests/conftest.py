@@ -14,8 +14,8 @@ import pytest
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# Modules whose tests start Ray, a sweep driver, the benchmarks or mutmut: minutes of the full suite. The quick tier
-# leaves them out, with every multi-node test (marked cluster); docs/development/tests.md.
+# Modules whose tests start Ray, a sweep driver, the benchmarks or the mutation script: minutes of the full suite.
+# The quick tier leaves them out, with every multi-node test (marked cluster); docs/development/tests.md.
 SLOW_MODULES = {"test_adaptive", "test_benchmarks", "test_examples", "test_faults", "test_loggers", "test_looks",
                 "test_mutation", "test_race", "test_races", "test_s3_cluster", "test_s3_storage", "test_search_resume",
                 "test_sweeps", "test_sweeps_cli", "test_token"}
