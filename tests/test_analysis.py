@@ -442,6 +442,57 @@ def test_the_bwt_finding_says_whether_isolation_kept_its_promise(bwt: list, verd
     assert findings._bwt_finding("T", pd.Series([], dtype=float)) == []
 
 
+GROWTH_MEANS = pd.Series({"momentum": 82.0, "random": 80.0, "gradient": 78.0, "magnitude": 76.0, "unpaired": 99.0})
+
+
+def growth_claims(*pairs: tuple[str, str, str, float, float]) -> pd.DataFrame:
+    """Hand-made main effects of growth: (a, b, verdict, diff, p)."""
+    return pd.DataFrame([{**INIT_CLAIM, "topic": claims.GROWTH, "a": a, "b": b, "verdict": verdict, "diff": diff,
+                          "p_value": p, "mde": np.nan} for a, b, verdict, diff, p in pairs])
+
+
+def growth_evidence(rows: pd.DataFrame, a: str, b: str) -> str:
+    (row,) = [row for _, row in rows.iterrows() if (row["a"], row["b"]) == (a, b)]
+    return evidence(row)
+
+
+def test_the_growth_finding_ranks_the_levels_and_names_those_behind_for_real() -> None:
+    """Three growth criteria (and a mean with no claim, never named): one that beats both others for real wins;
+    one that beats only one is the leader of those not told apart, the closest call (lowest p among its open
+    claims) named; none tested ranks them all by mean."""
+    wins = growth_claims(("momentum", "random", stats.REAL, 2.0, 0.01),
+                         ("momentum", "gradient", stats.REAL, 4.0, 0.001),
+                         ("random", "gradient", stats.NOT_ESTABLISHED, 2.0, 0.3))
+    assert findings._growth_finding("T", wins, GROWTH_MEANS) == findings.Finding(
+        "T", "growth", stats.REAL, "Over this split's cells, momentum growth wins (82.00 mean final ACC): ahead of "
+        f"random by 2.00 points ({growth_evidence(wins, 'momentum', 'random')}); ahead of gradient by 4.00 points "
+        f"({growth_evidence(wins, 'momentum', 'gradient')}).", "momentum")
+    # random - gradient has the lowest p of all, but the closest call is among the leader's own claims
+    open_ = growth_claims(("momentum", "random", stats.NOT_ESTABLISHED, 2.0, 0.2),
+                          ("momentum", "gradient", stats.REAL, 4.0, 0.001),
+                          ("momentum", "magnitude", stats.REAL, 6.0, 0.001),
+                          ("random", "gradient", stats.NOT_ESTABLISHED, 2.0, 0.1))
+    assert findings._growth_finding("T", open_, GROWTH_MEANS) == findings.Finding(
+        "T", "growth", stats.NOT_ESTABLISHED, "Over this split's cells, no growth criterion wins: momentum 82.00, "
+        "random 80.00 are not told apart with 10 seeds (closest call momentum - random = +2.00 points, "
+        f"{growth_evidence(open_, 'momentum', 'random')}); behind momentum for real: gradient by 4.00 points "
+        f"({growth_evidence(open_, 'momentum', 'gradient')}); magnitude by 6.00 points "
+        f"({growth_evidence(open_, 'momentum', 'magnitude')}).")
+    # the highest mean is random's, but momentum beats it for real on paired seeds: momentum leads, and wins
+    paired = growth_claims(("momentum", "random", stats.REAL, 1.0, 0.01),
+                           ("momentum", "gradient", stats.REAL, 4.0, 0.001),
+                           ("random", "gradient", stats.NOT_ESTABLISHED, 5.0, 0.3))
+    found = findings._growth_finding("T", paired, GROWTH_MEANS.replace({80.0: 83.0}))
+    assert (found.winner, found.verdict) == ("momentum", stats.REAL)
+    assert found.text.startswith("Over this split's cells, momentum growth wins (82.00 mean final ACC): ahead of "
+                                 "random by 1.00 points (")
+    untested = growth_claims(("momentum", "random", stats.NOT_TESTED, 2.0, np.nan),
+                             ("random", "gradient", stats.NOT_TESTED, 2.0, np.nan)).assign(n_pairs=1)
+    assert findings._growth_finding("T", untested, GROWTH_MEANS) == findings.Finding(
+        "T", "growth", stats.NOT_TESTED, "Growth criteria over this split's cells (momentum 82.00, random 80.00, "
+        "gradient 78.00) are not tested (1 seed).")
+
+
 def test_findings_flip_with_the_fixture(tmp_path: Path) -> None:
     build_grid(tmp_path, flip=True)
     runs, table = grid_summary(tmp_path)
