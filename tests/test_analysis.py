@@ -414,14 +414,16 @@ def test_the_seeds_a_family_needs_come_from_the_paired_spreads_of_its_tested_cla
     def row(topic: str, sd: float, n_pairs: int = 5, level: float = 0.05, tie: bool = False) -> dict:
         return {"topic": topic, "sd": sd, "n_pairs": n_pairs, "level": level, "tie": tie, "family_size": 7}
 
-    rows = pd.DataFrame([row(claims.INIT, 2.0), row(claims.INIT, 1.0, 4, 0.025),
+    rows = pd.DataFrame([row(claims.INIT, 2.0), row(claims.INIT, 1.0, 2, 0.025),
                          row(claims.INIT, 9.0, tie=True), row(claims.INIT, 9.0, 1),  # left out: a tie, one seed
-                         row(claims.GROWTH, 9.0, 1), row(claims.INIT_CELL, 9.0)])
+                         row(claims.GROWTH, 9.0, 1), row(claims.GROWTH, 1.0, 2), row(claims.INIT_CELL, 9.0)])
     spread = math.sqrt((2.0**2 + 1.0**2) / 2)  # the root mean square of the two tested init claims' spreads
     needed = stats.seeds_needed(1.0, spread, 0.025)  # at the lower of their levels
     assert findings._power_finding("T", rows) == [findings.Finding(
         "T", "power", "", f"To find a 1-point difference with 80% power in this family of 7: init claims: about "
-                          f"{needed} seeds (paired spread 1.58 points, estimated from 5 seeds).")]
+                          f"{needed} seeds (paired spread 1.58 points, estimated from 5 seeds); growth claims: about "
+                          f"{stats.seeds_needed(1.0, 1.0, 0.05)} seeds (paired spread 1.00 points, estimated from 2 "
+                          "seeds).")]
     far = pd.DataFrame([row(claims.GROWTH, 1000.0)])
     assert findings._power_finding("T", far)[0].text.endswith(
         ": growth claims: more than 10000 seeds (paired spread 1000.00 points, estimated from 5 seeds).")
