@@ -32,8 +32,8 @@ def test_mutation_score_of_the_splits_and_a_rerun_that_goes_on_from_it(tmp_path,
     assert done.stdout.startswith(f"{SPLITS}: 36/36 mutants detected (36 killed, 0 timeout, 0 survived)"), done.stdout
     assert "\nmutant " not in done.stdout  # no survivor listed
     assert (REPO / SPLITS).read_bytes() == source
-    for copy in ("copy-0", "copy-1"):  # each scratch copy restored after its last mutant
-        assert (tmp_path / copy / SPLITS).read_bytes() == source
+    copies = sorted(tmp_path.glob("copy-*"))  # one per core
+    assert copies and all((copy / SPLITS).read_bytes() == source for copy in copies)  # restored after the last mutant
     rows = [json.loads(line) for line in (tmp_path / mutation.RESULTS).read_text().splitlines()]
     assert sorted(row["number"] for row in rows) == list(range(1, 37))
 
